@@ -1,0 +1,22 @@
+# zim_pin: PGXS build.  `make && make install`, then see README.md.
+
+MODULE_big = zim_pin
+OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+
+EXTENSION = zim_pin
+DATA = $(wildcard sql/zim_pin--*.sql)
+
+PG_CONFIG ?= pg_config
+
+PG_CPPFLAGS = -Isrc $(shell pkg-config --cflags libcurl libcrypto)
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+SHLIB_LINK = $(shell pkg-config --libs libcurl libcrypto)
+
+# pg_regress on a throwaway, preloaded cluster (see test/run-tests).  The
+# double must be running and test/tmp/regress.conf written first.
+REGRESS = setup signature settings input privileges conv_pinned api faults errors
+REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/tmp/regress.conf \
+	--load-extension=zim_pin
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

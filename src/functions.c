@@ -1,0 +1,431 @@
+/*-------------------------------------------------------------------------
+ *
+ * functions.c
+ *	  The SQL-callable functions of zim_pin.
+ *
+ * zim_conv_pinned checks all of its input before it sends anything, so
+ * bad input never leaves half the work done; then it sends one signed
+ * request per chunk of zim_pin.max_convs_per_request conversations and
+ * returns the conversations that were not changed, from every chunk, as
+ * rows.  Each chunk's request and answer live in a memory context that is
+ * reset after the chunk; only the rows outlive it.
+ *
+ * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zim_pin.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/tuplestore.h"
+
+PG_FUNCTION_INFO_V1(zim_conv_pinned);
+PG_FUNCTION_INFO_V1(zim_conv_pinned_one_type);
+PG_FUNCTION_INFO_V1(zim_api);
+PG_FUNCTION_INFO_V1(zim_pin_signature);
+
+/* the characters the vendor allows in a user id */
+static const char user_id_chars[] =
+"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+"!#$%&()+-:;<=.>?@[]^_ {}|~";
+
+/* one conversation to change */
+typedef struct ZimConv
+{
+	char	   *id;
+	int32		type;
+} ZimConv;
+
+static void
+zim_require_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+static void
+zim_check_user_id(const char *id)
+{
+	size_t		len = strlen(id);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("from_user_id must not be empty")));
+	if (len > ZIM_MAX_ID_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("from_user_id must not be longer than %d bytes",
+						ZIM_MAX_ID_LEN)));
+	if (strspn(id, user_id_chars) != len)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("from_user_id contains a character that ZIM does not allow"),
+				 errdetail("User ids may contain only letters, digits, spaces and !#$%%&()+-:;<=.>?@[]^_{}|~.")));
+}
+
+static void
+zim_check_conv_type(int32 type, int index)
+{
+	if (type != 0 && type != 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("conversation type must be 0 (one-to-one) or 2 (group)"),
+				 index >= 0
+				 ? errdetail("Element %d of conv_types is %d.", index + 1, type)
+				 : errdetail("conv_type is %d.", type)));
+}
+
+/*
+ * Deconstruct a one-dimensional array without nulls.
+ */
+static int
+zim_array_elems(ArrayType *arr, Oid elemtype, const char *name, Datum **elems)
+{
+	bool	   *nulls;
+	int			n;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a one-dimensional array", name)));
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	deconstruct_array(arr, elemtype, typlen, typbyval, typalign,
+					  elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not contain nulls", name),
+					 errdetail("Element %d is null.", i + 1)));
+	return n;
+}
+
+/*
+ * Read and check every argument; returns the number of conversations.
+ */
+static int
+zim_read_conv_args(FunctionCallInfo fcinfo, bool one_type,
+				   char **from_user_id, ZimConv **convs, bool *pinned)
+{
+	Datum	   *ids;
+	Datum	   *types = NULL;
+	int			n_ids;
+	int			n_types = 0;
+	int32		one = 0;
+
+	zim_require_not_null(fcinfo, 0, "from_user_id");
+	zim_require_not_null(fcinfo, 1, "conv_ids");
+	zim_require_not_null(fcinfo, 2, one_type ? "conv_type" : "conv_types");
+	zim_require_not_null(fcinfo, 3, "pinned");
+
+	*from_user_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	zim_check_user_id(*from_user_id);
+
+	n_ids = zim_array_elems(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, "conv_ids", &ids);
+	if (one_type)
+	{
+		one = PG_GETARG_INT32(2);
+		zim_check_conv_type(one, -1);
+	}
+	else
+	{
+		n_types = zim_array_elems(PG_GETARG_ARRAYTYPE_P(2), INT4OID,
+								  "conv_types", &types);
+		if (n_types != n_ids)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("conv_ids and conv_types must have the same length"),
+					 errdetail("conv_ids has %d elements and conv_types has %d.",
+							   n_ids, n_types)));
+	}
+	*pinned = PG_GETARG_BOOL(3);
+
+	*convs = palloc(sizeof(ZimConv) * Max(n_ids, 1));
+	for (int i = 0; i < n_ids; i++)
+	{
+		char	   *id = TextDatumGetCString(ids[i]);
+		size_t		len = strlen(id);
+
+		if (len == 0 || len > ZIM_MAX_ID_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 len == 0
+					 ? errmsg("conversation id must not be empty")
+					 : errmsg("conversation id must not be longer than %d bytes",
+							  ZIM_MAX_ID_LEN),
+					 errdetail("Element %d of conv_ids.", i + 1)));
+		(*convs)[i].id = id;
+		if (one_type)
+			(*convs)[i].type = one;
+		else
+		{
+			(*convs)[i].type = DatumGetInt32(types[i]);
+			zim_check_conv_type((*convs)[i].type, i);
+		}
+	}
+	return n_ids;
+}
+
+/* the body of one ConvPinned request, in UTF-8 */
+static char *
+zim_conv_pinned_body(const char *from_user_id, const ZimConv *convs, int n,
+					 bool pinned)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"FromUserId\":");
+	escape_json(&buf, from_user_id);
+	appendStringInfoString(&buf, ",\"ConvList\":[");
+	for (int i = 0; i < n; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		appendStringInfoString(&buf, "{\"ConvId\":");
+		escape_json(&buf, convs[i].id);
+		appendStringInfo(&buf, ",\"ConvType\":%d}", convs[i].type);
+	}
+	appendStringInfo(&buf, "],\"PinnedType\":%d}", pinned ? 1 : 0);
+	return pg_server_to_any(buf.data, buf.len, PG_UTF8);
+}
+
+static void
+zim_bad_error_list(const char *why)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_ZIM_BAD_RESPONSE),
+			 errmsg("invalid answer from the ZIM server"),
+			 errdetail("An entry of \"ErrorList\" %s.", why),
+			 errhint("Check that zim_pin.api_url points to the ZIM server API.")));
+}
+
+/*
+ * Add one row per ErrorList entry of a ConvPinned answer.
+ */
+static void
+zim_put_error_rows(ReturnSetInfo *rsinfo, Jsonb *jb)
+{
+	JsonbValue *list = ZimJsonGet(jb, "ErrorList");
+	JsonbContainer *arr;
+	int			n;
+
+	if (list == NULL || list->type != jbvBinary)
+		return;
+	arr = list->val.binary.data;
+	n = JsonContainerSize(arr);
+
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *item = getIthJsonbValueFromContainer(arr, i);
+		JsonbValue	v;
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		char	   *s;
+		char	   *end;
+
+		if (item->type != jbvBinary || !JsonContainerIsObject(item->val.binary.data))
+			zim_bad_error_list("is not an object");
+
+		if (!getKeyJsonValueFromContainer(item->val.binary.data, "ConvId", 6, &v) ||
+			v.type != jbvString)
+			zim_bad_error_list("has no string \"ConvId\"");
+		values[0] = PointerGetDatum(cstring_to_text_with_len(v.val.string.val,
+															 v.val.string.len));
+
+		if (!getKeyJsonValueFromContainer(item->val.binary.data, "ConvType", 8, &v) ||
+			v.type != jbvNumeric)
+			zim_bad_error_list("has no numeric \"ConvType\"");
+		s = DatumGetCString(DirectFunctionCall1(numeric_out,
+												NumericGetDatum(v.val.numeric)));
+		errno = 0;
+		{
+			long		t = strtol(s, &end, 10);
+
+			if (errno != 0 || *end != '\0' || t < PG_INT32_MIN || t > PG_INT32_MAX)
+				zim_bad_error_list("has an invalid \"ConvType\"");
+			values[1] = Int32GetDatum((int32) t);
+		}
+
+		if (!getKeyJsonValueFromContainer(item->val.binary.data, "SubCode", 7, &v) ||
+			v.type != jbvNumeric)
+			zim_bad_error_list("has no numeric \"SubCode\"");
+		s = DatumGetCString(DirectFunctionCall1(numeric_out,
+												NumericGetDatum(v.val.numeric)));
+		errno = 0;
+		values[2] = Int64GetDatum(strtoi64(s, &end, 10));
+		if (errno != 0 || *end != '\0')
+			zim_bad_error_list("has an invalid \"SubCode\"");
+
+		if (getKeyJsonValueFromContainer(item->val.binary.data, "SubMessage", 10, &v) &&
+			v.type == jbvString)
+			values[3] = PointerGetDatum(cstring_to_text_with_len(v.val.string.val,
+																 v.val.string.len));
+		else
+			nulls[3] = true;
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+}
+
+static Datum
+zim_conv_pinned_common(FunctionCallInfo fcinfo, bool one_type)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *from_user_id;
+	ZimConv    *convs;
+	bool		pinned;
+	int			n;
+	int			chunk = zim_max_convs_per_request;
+	int			n_chunks;
+	MemoryContext request_cxt;
+	MemoryContext oldcxt;
+
+	n = zim_read_conv_args(fcinfo, one_type, &from_user_id, &convs, &pinned);
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (n == 0)
+		return (Datum) 0;
+
+	ZimCheckConfigured();
+
+	n_chunks = (n + chunk - 1) / chunk;
+	request_cxt = AllocSetContextCreate(CurrentMemoryContext,
+										"zim_pin request",
+										ALLOCSET_DEFAULT_SIZES);
+
+	for (int c = 0; c < n_chunks; c++)
+	{
+		int			first = c * chunk;
+		int			count = Min(chunk, n - first);
+		ZimResponse resp;
+		char	   *body;
+
+		oldcxt = MemoryContextSwitchTo(request_cxt);
+
+		body = zim_conv_pinned_body(from_user_id, convs + first, count, pinned);
+		ZimCall("ConvPinned", body, ZIM_RETRY_IDEMPOTENT, &resp);
+
+		if (resp.code != 0 && !ZimHasErrorList(resp.jsonb))
+		{
+			char	   *where = NULL;
+
+			if (n_chunks > 1)
+				where = psprintf("The call failed at request %d of %d "
+								 "(conversations %d to %d); %s.",
+								 c + 1, n_chunks, first + 1, first + count,
+								 c == 0 ? "nothing was changed"
+								 : "the conversations of the earlier requests were changed");
+			ZimRaiseForCode("ConvPinned", &resp, where);
+		}
+
+		MemoryContextSwitchTo(oldcxt);
+		/* rows are copied into the tuplestore, which outlives request_cxt */
+		zim_put_error_rows(rsinfo, resp.jsonb);
+		MemoryContextReset(request_cxt);
+	}
+
+	MemoryContextDelete(request_cxt);
+	return (Datum) 0;
+}
+
+/*
+ * zim_conv_pinned(from_user_id text, conv_ids text[], conv_types int[],
+ *				   pinned boolean)
+ */
+Datum
+zim_conv_pinned(PG_FUNCTION_ARGS)
+{
+	return zim_conv_pinned_common(fcinfo, false);
+}
+
+/*
+ * zim_conv_pinned(from_user_id text, conv_ids text[], conv_type int,
+ *				   pinned boolean)
+ */
+Datum
+zim_conv_pinned_one_type(PG_FUNCTION_ARGS)
+{
+	return zim_conv_pinned_common(fcinfo, true);
+}
+
+/*
+ * zim_api(action text, body jsonb) returns jsonb
+ */
+Datum
+zim_api(PG_FUNCTION_ARGS)
+{
+	char	   *action;
+	Jsonb	   *body;
+	char	   *body_text;
+	size_t		len;
+	ZimResponse resp;
+
+	zim_require_not_null(fcinfo, 0, "action");
+	zim_require_not_null(fcinfo, 1, "body");
+
+	action = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	len = strlen(action);
+	if (len == 0 || len > ZIM_MAX_ACTION_LEN ||
+		strspn(action, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != len)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid ZIM action name"),
+				 errdetail("An action name is 1 to %d ASCII letters and digits.",
+						   ZIM_MAX_ACTION_LEN)));
+
+	body = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_OBJECT(body))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("body must be a JSON object")));
+	body_text = JsonbToCString(NULL, &body->root, VARSIZE(body));
+	body_text = pg_server_to_any(body_text, strlen(body_text), PG_UTF8);
+
+	ZimCall(action, body_text, ZIM_RETRY_UNSENT_ONLY, &resp);
+	PG_RETURN_JSONB_P(resp.jsonb);
+}
+
+/*
+ * zim_pin_signature(app_id bigint, nonce text, secret text, ts bigint)
+ *
+ * The v2.0 signature of the given values, to check the signing code
+ * against the vendor's test vector.  It knows nothing of the settings.
+ */
+Datum
+zim_pin_signature(PG_FUNCTION_ARGS)
+{
+	int64		app_id;
+	char		out[33];
+	char	   *nonce;
+	char	   *secret;
+
+	for (int i = 0; i < 4; i++)
+		zim_require_not_null(fcinfo, i,
+							 i == 0 ? "app_id" : i == 1 ? "nonce" : i == 2 ? "secret" : "ts");
+	app_id = PG_GETARG_INT64(0);
+	if (app_id < 1 || app_id > UINT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("app_id must be between 1 and 4294967295")));
+	nonce = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	secret = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	ZimSignature((uint32) app_id, nonce, secret, PG_GETARG_INT64(3), out);
+	explicit_bzero(secret, strlen(secret));
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
