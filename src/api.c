@@ -39,6 +39,13 @@
 #define BACKOFF_RATE_BASE_MS	1000
 #define BACKOFF_CAP_MS			10000
 
+/* "1 attempt", "3 attempts" */
+static const char *
+attempts_text(int n)
+{
+	return psprintf("%d attempt%s", n, n == 1 ? "" : "s");
+}
+
 static bool
 code_in(int64 code, const int64 *codes, int n)
 {
@@ -178,7 +185,10 @@ json_depth(const char *s, int len)
 		else if (c == '"')
 			in_string = true;
 		else if (c == '[' || c == '{')
-			max = Max(max, ++depth);
+		{
+			depth++;
+			max = Max(max, depth);
+		}
 		else if (c == ']' || c == '}')
 			depth--;
 	}
@@ -354,8 +364,8 @@ zim_raise_transport(const char *action, const ZimHttpResult *http,
 			ereport(ERROR,
 					(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 					 errmsg("could not connect to the ZIM server"),
-					 errdetail_internal("%s (Action %s, %d attempts).",
-										http->error, action, attempts),
+					 errdetail_internal("%s (Action %s, %s).",
+										http->error, action, attempts_text(attempts)),
 					 errhint("Check zim_pin.api_url and the network.")));
 			break;
 		case ZIM_HTTP_TLS_FAILED:
@@ -370,14 +380,14 @@ zim_raise_transport(const char *action, const ZimHttpResult *http,
 				ereport(ERROR,
 						(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 						 errmsg("timed out connecting to the ZIM server"),
-						 errdetail_internal("%s (Action %s, %d attempts).",
-											http->error, action, attempts),
+						 errdetail_internal("%s (Action %s, %s).",
+											http->error, action, attempts_text(attempts)),
 						 errhint("Check zim_pin.api_url and the network, or raise zim_pin.connect_timeout_ms.")));
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("ZIM request timed out"),
-					 errdetail_internal("%s (Action %s, %d attempts).",
-										http->error, action, attempts),
+					 errdetail_internal("%s (Action %s, %s).",
+										http->error, action, attempts_text(attempts)),
 					 errhint("%s Raise zim_pin.timeout_ms if the server is slow.", maybe_done)));
 			break;
 		case ZIM_HTTP_TOO_LARGE:
@@ -394,8 +404,8 @@ zim_raise_transport(const char *action, const ZimHttpResult *http,
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("connection to the ZIM server was lost"),
-					 errdetail_internal("%s (Action %s, %d attempts).",
-										http->error, action, attempts),
+					 errdetail_internal("%s (Action %s, %s).",
+										http->error, action, attempts_text(attempts)),
 					 errhint("%s", maybe_done)));
 			break;
 	}
@@ -445,10 +455,9 @@ ZimRaiseForCode(const char *action, const ZimResponse *response,
 			(errcode(sqlstate),
 			 errmsg("ZIM %s failed with code " INT64_FORMAT ": %s",
 					action, code, ZimRedact(response->message)),
-			 errdetail_internal("RequestId %s, after %d attempt%s.%s%s",
+			 errdetail_internal("RequestId %s, after %s.%s%s",
 								response->request_id[0] ? response->request_id : "(none)",
-								response->attempts,
-								response->attempts == 1 ? "" : "s",
+								attempts_text(response->attempts),
 								extra_detail ? " " : "",
 								extra_detail ? extra_detail : ""),
 			 errhint("%s", hint)));
@@ -549,8 +558,9 @@ ZimCall(const char *action, const char *body, ZimRetryPolicy policy,
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("ZIM server answered with HTTP status %ld", http.http_code),
-						 errdetail_internal("Action %s, %d attempts; the answer begins: \"%s\"",
-											action, attempt + 1, zim_quote_body(&http.body)),
+						 errdetail_internal("Action %s, %s; the answer begins: \"%s\"",
+											action, attempts_text(attempt + 1),
+											zim_quote_body(&http.body)),
 						 errhint("%s",
 								 policy == ZIM_RETRY_IDEMPOTENT
 								 ? "Pinning sets an absolute state, so the call can safely be repeated."

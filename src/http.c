@@ -68,6 +68,12 @@ static char curl_errbuf[CURL_ERROR_SIZE];
  * the PG_FINALLY block sees it reliably after a longjmp.
  */
 static WriteBuffer response_buf;
+static struct
+{
+	const char *data;
+	size_t		len;
+	size_t		pos;
+}			request_body;
 static struct curl_slist *request_headers = NULL;
 static WaitEventSet *wait_set = NULL;
 static bool transfer_added = false;
@@ -101,6 +107,31 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	memcpy(wb->data + wb->len, ptr, n);
 	wb->len += n;
 	return n;
+}
+
+/*
+ * The request body is handed over through a read callback that cannot
+ * seek, rather than CURLOPT_POSTFIELDS.  libcurl silently sends a request
+ * again on a new connection when a reused one dies before any answer; if
+ * the body had already gone out, the server may have processed it, and the
+ * copy would carry the same nonce.  Without a way to rewind, libcurl fails
+ * that transfer instead (CURLE_SEND_FAIL_REWIND) and api.c decides, with a
+ * fresh signature, whether the call may be repeated.
+ */
+static size_t
+read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	size_t		n = Min(size * nitems, request_body.len - request_body.pos);
+
+	memcpy(buffer, request_body.data + request_body.pos, n);
+	request_body.pos += n;
+	return n;
+}
+
+static int
+seek_cb(void *userp, curl_off_t offset, int origin)
+{
+	return CURL_SEEKFUNC_CANTSEEK;
 }
 
 static int
@@ -222,9 +253,13 @@ zim_http_setup(const char *url, const char *body, struct curl_slist *headers,
 	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long) zim_connect_timeout_ms);
 	SETOPT(CURLOPT_TIMEOUT_MS, (long) zim_timeout_ms);
 	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+	request_body.data = body;
+	request_body.len = strlen(body);
+	request_body.pos = 0;
 	SETOPT(CURLOPT_POST, 1L);
-	SETOPT(CURLOPT_POSTFIELDS, body);
-	SETOPT(CURLOPT_POSTFIELDSIZE, (long) strlen(body));
+	SETOPT(CURLOPT_READFUNCTION, read_cb);
+	SETOPT(CURLOPT_SEEKFUNCTION, seek_cb);
+	SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) request_body.len);
 	SETOPT(CURLOPT_HTTPHEADER, headers);
 	SETOPT(CURLOPT_USERAGENT, "zim_pin/1.0");
 	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) ZIM_MAX_RESPONSE_SIZE);
@@ -341,6 +376,7 @@ zim_http_classify(CURLcode rc, const WriteBuffer *wb)
 		case CURLE_WEIRD_SERVER_REPLY:
 		case CURLE_HTTP2:
 		case CURLE_HTTP2_STREAM:
+		case CURLE_SEND_FAIL_REWIND:
 			return ZIM_HTTP_CONNECTION_LOST;
 		default:
 			return ZIM_HTTP_OTHER;
@@ -375,7 +411,8 @@ ZimHttpPost(const char *url, const char *body, ZimHttpResult *result)
 
 		request_headers = curl_slist_append(NULL, "Content-Type: application/json");
 		if (request_headers &&
-			curl_slist_append(request_headers, "Accept: application/json") == NULL)
+			(curl_slist_append(request_headers, "Accept: application/json") == NULL ||
+			 curl_slist_append(request_headers, "Expect:") == NULL))
 		{
 			curl_slist_free_all(request_headers);
 			request_headers = NULL;

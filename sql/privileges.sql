@@ -1,0 +1,58 @@
+--
+-- privileges: sending is granted, the secret stays hidden, and a
+-- non-superuser can neither redirect requests nor weaken TLS
+--
+SELECT double('Reset')->'Code' AS reset;
+SELECT register('priv_a', 'priv_b');
+
+CREATE ROLE zim_app NOLOGIN;
+CREATE ROLE zim_reader NOLOGIN IN ROLE pg_read_all_settings;
+
+-- EXECUTE is revoked from PUBLIC on everything that sends
+SELECT p.oid::regprocedure AS function,
+       has_function_privilege('zim_app', p.oid, 'EXECUTE') AS app_can_execute
+FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'zim_pin'
+ORDER BY 1::text;
+
+SET ROLE zim_app;
+SELECT * FROM zim_try($$SELECT * FROM zim_conv_pinned('priv_a', ARRAY['priv_b'], 0, true)$$);
+SELECT * FROM zim_try($$SELECT zim_api('UserRegister', '{}')$$);
+
+-- the secret is invisible
+SELECT * FROM zim_try($$SHOW zim_pin.server_secret$$);
+SELECT * FROM zim_try($$SELECT current_setting('zim_pin.server_secret')$$);
+SELECT count(*) AS rows_in_pg_settings FROM pg_settings WHERE name = 'zim_pin.server_secret';
+SELECT count(*) AS rows_in_show_all FROM (SELECT 1) x
+WHERE EXISTS (SELECT 1 FROM pg_show_all_settings() s WHERE s.name = 'zim_pin.server_secret');
+
+-- and nothing that decides where requests go or how they are verified
+-- can be set by an ordinary role
+SELECT * FROM zim_try($$SET zim_pin.api_url = 'https://attacker.example/'$$);
+SELECT * FROM zim_try($$SET zim_pin.ca_file = '/tmp/attacker.pem'$$);
+SELECT * FROM zim_try($$SET zim_pin.app_id = '1'$$);
+SELECT * FROM zim_try($$SET zim_pin.server_secret = 'x'$$);
+SELECT * FROM zim_try($$SET zim_pin.max_convs_per_request = 100$$);
+SELECT * FROM zim_try($$SELECT set_config('zim_pin.api_url', 'https://attacker.example/', false)$$);
+-- what an ordinary role may tune
+SET zim_pin.timeout_ms = 3000;
+SET zim_pin.connect_timeout_ms = 2000;
+SET zim_pin.max_retries = 1;
+RESET ROLE;
+
+-- members of pg_read_all_settings see only the mask
+SET ROLE zim_reader;
+SHOW zim_pin.server_secret;
+SELECT count(*) AS rows_in_pg_settings FROM pg_settings WHERE name = 'zim_pin.server_secret';
+RESET ROLE;
+
+-- what an administrator grants
+GRANT EXECUTE ON FUNCTION zim_conv_pinned(text, text[], integer, boolean) TO zim_app;
+SET ROLE zim_app;
+SELECT * FROM zim_conv_pinned('priv_a', ARRAY['priv_b', 'nobody'], 0, true);
+RESET ROLE;
+SELECT * FROM double_pins('priv_a');
+
+REVOKE ALL ON FUNCTION zim_conv_pinned(text, text[], integer, boolean) FROM zim_app;
+DROP ROLE zim_app;
+DROP ROLE zim_reader;

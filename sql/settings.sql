@@ -1,0 +1,59 @@
+--
+-- settings: names, defaults, checks and the hidden secret
+--
+SELECT name, vartype, context, boot_val
+FROM pg_settings WHERE name LIKE 'zim_pin.%' ORDER BY name;
+
+-- the secret is never shown, not even to a superuser
+SHOW zim_pin.server_secret;
+SELECT current_setting('zim_pin.server_secret');
+SELECT count(*) FROM pg_settings WHERE name = 'zim_pin.server_secret';
+SHOW zim_pin.app_id;
+
+-- the AppId is an unsigned 32-bit decimal
+SET zim_pin.app_id = '4294967295';
+SHOW zim_pin.app_id;
+SET zim_pin.app_id = '4294967296';
+SET zim_pin.app_id = '0';
+SET zim_pin.app_id = '-1';
+SET zim_pin.app_id = '12ab';
+SET zim_pin.app_id = ' 12';
+RESET zim_pin.app_id;
+
+-- https only, and nothing that would change the query string
+SET zim_pin.api_url = 'http://127.0.0.1/';
+SET zim_pin.api_url = 'ftp://example.com/';
+SET zim_pin.api_url = 'https://';
+SET zim_pin.api_url = 'https://example.com/?x=1';
+SET zim_pin.api_url = 'https://example.com/ x';
+SET zim_pin.api_url = 'HTTPS://zim-api-fra.zego.im/';
+RESET zim_pin.api_url;
+
+SET zim_pin.max_convs_per_request = 0;
+SET zim_pin.max_convs_per_request = 101;
+SET zim_pin.max_retries = -1;
+SET zim_pin.timeout_ms = 0;
+SET zim_pin.requests_per_second = 5;
+
+-- the prefix is reserved: no placeholders
+SET zim_pin.no_such_setting = 'x';
+
+-- missing credentials are 55000, before anything is sent
+SELECT double('Reset')->'Code' AS reset;
+SET zim_pin.server_secret = '';
+SHOW zim_pin.server_secret;
+SELECT * FROM zim_try($$SELECT * FROM zim_conv_pinned('u1', ARRAY['u2'], 0, true)$$);
+SELECT * FROM zim_try($$SELECT zim_api('UserRegister', '{}')$$);
+RESET zim_pin.server_secret;
+SHOW zim_pin.server_secret;
+SET zim_pin.app_id = '';
+SELECT * FROM zim_try($$SELECT * FROM zim_conv_pinned('u1', ARRAY['u2'], 0, true)$$);
+RESET zim_pin.app_id;
+
+-- SET LOCAL of the secret ends with the transaction
+BEGIN;
+SET LOCAL zim_pin.server_secret = '';
+SELECT (zim_try($$SELECT zim_api('UserRegister', '{}')$$)).state;
+COMMIT;
+SELECT (zim_api('UserRegister', '{"UserInfo": []}'))->'Code' AS code_after_commit;
+SELECT double_requests() AS requests;

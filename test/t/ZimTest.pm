@@ -1,0 +1,49 @@
+# ZimTest.pm: a preloaded PostgreSQL::Test::Cluster pointed at the ZIM
+# double that test/run-tests started (ZIM_URL, ZIM_CERT_DIR, ...).
+package ZimTest;
+
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use Exporter 'import';
+our @EXPORT = qw(zim_node zim_secret);
+
+# The test secret, read from a file: it never travels in the environment.
+sub zim_secret
+{
+	open(my $fh, '<', $ENV{ZIM_SECRET_FILE}) or die "no secret file: $!";
+	local $/;
+	my $s = <$fh>;
+	close $fh;
+	return $s;
+}
+
+# zim_node(name, preload => 1, conf => "extra lines")
+sub zim_node
+{
+	my ($name, %opt) = @_;
+	my $preload = exists $opt{preload} ? $opt{preload} : 1;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	my $conf = '';
+	$conf .= "shared_preload_libraries = 'zim_pin'\n" if $preload;
+	$conf .= "zim_pin.app_id = '$ENV{ZIM_APP_ID}'\n";
+	$conf .= "zim_pin.server_secret = '" . zim_secret() . "'\n";
+	$conf .= "zim_pin.api_url = '$ENV{ZIM_URL}'\n";
+	$conf .= "zim_pin.ca_file = '$ENV{ZIM_CERT_DIR}/ca.crt'\n";
+	$conf .= $opt{conf} if $opt{conf};
+	$node->append_conf('postgresql.conf', $conf);
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION zim_pin');
+	$node->safe_psql('postgres', q{
+		CREATE FUNCTION double(action text, body jsonb DEFAULT '{}')
+		RETURNS jsonb LANGUAGE sql AS $$ SELECT zim_api('Test' || action, body) $$;
+		CREATE FUNCTION register(VARIADIC ids text[]) RETURNS bigint LANGUAGE sql AS $$
+		    SELECT (zim_api('UserRegister', jsonb_build_object('UserInfo',
+		        (SELECT jsonb_agg(jsonb_build_object('UserId', id, 'UserName', id, 'UserAvatar', ''))
+		         FROM unnest(ids) id)))->>'Code')::bigint $$;
+	});
+	return $node;
+}
+
+1;
