@@ -88,7 +88,7 @@ zim_start_double() {
 		--port 0 --port-file "$portfile" \
 		--cert "$ZIM_CERT_DIR/server.crt" --key "$ZIM_CERT_DIR/server.key" \
 		--app-id "$ZIM_APP_ID" --secret "$ZIM_SECRET" \
-		--log "$ZIM_WORK/test/tmp/double.log" "$@" &
+		--log "$ZIM_WORK/test/tmp/double.log" --sig-log "$ZIM_WORK/test/tmp/signatures.log" "$@" 2>>"$ZIM_WORK/test/tmp/double.err" &
 	ZIM_PIDS+=($!)
 	for _ in $(seq 1 100); do
 		[ -s "$portfile" ] && break

@@ -50,11 +50,29 @@ fault   ``{"Fault": kind, "Count"?: 1, "Action"?: filter, "Code"?, "Message"?, "
         before any gateway check.
 state   ``{"UserId"?}``: Connections, Requests, RateLimited, MaxInAnyWindow,
         Config, Faults, and for a UserId: Registered, Pins, PinCount.
+
+Choices where the vendor is silent
+----------------------------------
+* Requests lists every ``POST /`` call whose Action does not start with
+  "Test" -- including those refused by the gateway, rate-limited or faulted --
+  with the time of receipt (T, time.monotonic) and the connection it came on.
+  MaxInAnyWindow counts these per Action in any sliding 1 s window.
+* Connection ids are unique for the life of the process (1, 2, 3, ...), so a
+  connection opened before a reset is never confused with one opened after
+  it; Connections counts the connections accepted since the last reset.
+* Every SignatureNonce received since the last reset counts as seen, even
+  from a faulted or refused request: a client must re-sign every retry.
+* Rate limiting uses a sliding 1 s window per Action over accepted calls.
+* LatencyMs is slept after the call is processed, before the answer is sent
+  (the state change happens even if the client gives up waiting).
+* The "nonjson" fault is sent as Content-Type application/json; the http500
+  and http503 faults as text/html.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import hmac
 import json
@@ -100,6 +118,10 @@ USER_ID_RE = re.compile(r"[0-9A-Za-z!#$%&()+\-:;<=.>?@\[\]^_ {}|~]{1,32}")
 NONCE_RE = re.compile(r"[0-9a-f]{16}")
 DECIMAL_RE = re.compile(r"[0-9]+")
 INTEGER_RE = re.compile(r"-?[0-9]+")
+# --sig-log: where every received Signature is written, for leak checks.
+SIG_LOG = None
+SIG_LOG_LOCK = threading.Lock()
+
 # Signature=... in a query string (not SignatureNonce/SignatureVersion).
 SIGNATURE_IN_QUERY_RE = re.compile(r"(?<![^?&])Signature=[^&]*")
 
@@ -232,13 +254,12 @@ class State:
 
     def admit(self, action: str, t: float) -> bool:
         """Sliding-window rate limit (locked). False: the call is refused."""
-        window = [x for x in self.windows.get(action, ()) if t - x < 1.0]
+        window = self.windows.setdefault(action, [])   # sorted receipt times
+        del window[:bisect.bisect_right(window, t - 1.0)]
         if len(window) >= self.rate_limit:
-            self.windows[action] = window
             self.rate_limited[action] = self.rate_limited.get(action, 0) + 1
             return False
-        window.append(t)
-        self.windows[action] = window
+        bisect.insort(window, t)
         return True
 
     def touch_conv(self, user: str, key: tuple) -> None:
@@ -478,6 +499,9 @@ class Handler(BaseHTTPRequestHandler):
         except CLIENT_GONE:
             pass
 
+    def version_string(self) -> str:
+        return self.server_version
+
     # Silence the default stderr logging; errors go to --log.
     def log_request(self, code="-", size="-") -> None:
         pass
@@ -613,6 +637,11 @@ class Handler(BaseHTTPRequestHandler):
         action = params.get("Action", [""])[0]
         nonce = params.get("SignatureNonce", [""])[0]
         is_test = action.startswith("Test")
+        if SIG_LOG is not None:
+            # for the leak checks of test/run-tests: every signature a client sent
+            with SIG_LOG_LOCK:
+                SIG_LOG.write(f"sig={params.get('Signature', [''])[0]}\n")
+                SIG_LOG.flush()
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
@@ -873,11 +902,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-limit", type=int, default=20, help="calls per Action per sliding second")
     ap.add_argument("--max-convs", type=int, default=20, help="ConvList items per ConvPinned")
     ap.add_argument("--log", help="append one line per request here (no signatures)")
+    ap.add_argument("--sig-log", help="append every Signature received here (for leak checks)")
     ap.add_argument("--self-test", action="store_true", help="check the signature vector, exit")
     args = ap.parse_args(argv)
 
     if args.self_test:
         return self_test()
+    if args.sig_log:
+        global SIG_LOG
+        SIG_LOG = open(args.sig_log, "a", encoding="ascii")
     missing = [o for o in ("cert", "key", "app_id", "secret") if getattr(args, o) is None]
     if missing:
         ap.error("missing: " + ", ".join("--" + m.replace("_", "-") for m in missing))
