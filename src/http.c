@@ -478,6 +478,7 @@ ZimHttpPost(const char *url, const char *body, ZimHttpResult *result)
 		curl_easy_setopt(zim_easy, CURLOPT_URL, "");
 		curl_slist_free_all(request_headers);
 		request_headers = NULL;
+		request_body.data = NULL;
 		free(wb->data);
 		memset(wb, 0, sizeof(*wb));
 		n_watched = 0;
