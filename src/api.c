@@ -350,13 +350,23 @@ ZimHasErrorList(Jsonb *jb)
 /*
  * Raise the error for a transport failure.
  */
+/*
+ * What a caller may do after a failure in which the request may have been
+ * processed.
+ */
+static const char *
+zim_maybe_done_hint(ZimRetryPolicy policy)
+{
+	return (policy == ZIM_RETRY_IDEMPOTENT)
+		? "Pinning sets an absolute state, so the call can safely be repeated."
+		: "The request may or may not have been processed by the ZIM server.";
+}
+
 static void
 zim_raise_transport(const char *action, const ZimHttpResult *http,
 					ZimRetryPolicy policy, int attempts)
 {
-	const char *maybe_done = (policy == ZIM_RETRY_IDEMPOTENT)
-		? "Pinning sets an absolute state, so the call can safely be repeated."
-		: "The request may or may not have been processed by the ZIM server.";
+	const char *maybe_done = zim_maybe_done_hint(policy);
 
 	switch (http->status)
 	{
@@ -561,10 +571,7 @@ ZimCall(const char *action, const char *body, ZimRetryPolicy policy,
 						 errdetail_internal("Action %s, %s; the answer begins: \"%s\"",
 											action, attempts_text(attempt + 1),
 											zim_quote_body(&http.body)),
-						 errhint("%s",
-								 policy == ZIM_RETRY_IDEMPOTENT
-								 ? "Pinning sets an absolute state, so the call can safely be repeated."
-								 : "The request may or may not have been processed by the ZIM server.")));
+						 errhint("%s", zim_maybe_done_hint(policy))));
 			ereport(ERROR,
 					(errcode(ERRCODE_ZIM_BAD_RESPONSE),
 					 errmsg("invalid answer from the ZIM server"),
