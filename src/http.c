@@ -296,7 +296,10 @@ zim_http_drive(void)
 
 		wait_set = CreateWaitEventSet(CurrentMemoryContext, n_watched + 2);
 		AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		/* as WaitLatch does: there is no postmaster in single-user mode */
+		if (IsUnderPostmaster)
+			AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET,
+							  NULL, NULL);
 		for (int i = 0; i < n_watched; i++)
 		{
 			uint32		events = 0;

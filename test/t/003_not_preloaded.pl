@@ -39,4 +39,13 @@ is($node->safe_psql('postgres', q{
 like($err, qr/"zim_pin" is a reserved prefix/, 'once loaded, zim_pin.* placeholders are refused');
 
 $node->stop;
+
+# single-user mode has no postmaster to watch: waits must still work there
+my ($in, $sout, $serr) = (q{SELECT count(*) FROM zim_conv_pinned('l_a', ARRAY['l_b', 'nobody'], 0, true);
+}, '', '');
+IPC::Run::run(['postgres', '--single', '-D', $node->data_dir, 'postgres'],
+	'<', \$in, '>', \$sout, '2>&1');
+like($sout, qr/count = "1"/, 'a call in single-user mode works (one failure row)');
+unlike($sout, qr/ERROR/, '... without any error');
+
 done_testing();
