@@ -38,7 +38,7 @@ SELECT double('Reset')->'Code' AS reset;
 SELECT register('erin');
 SELECT count(*) AS failed
 FROM zim_conv_pinned('erin', ARRAY(SELECT 'grp' || g FROM generate_series(1, 45) g), 2, true);
-SELECT jsonb_agg(r->'Convs') AS chunk_sizes
+SELECT jsonb_agg(r->'Convs' ORDER BY (r->>'Convs')::int DESC) AS chunk_sizes
 FROM jsonb_array_elements(double('State')->'Requests') r WHERE r->>'Action' = 'ConvPinned';
 SELECT count(*) AS pins FROM double_pins('erin');
 
@@ -46,14 +46,15 @@ SELECT count(*) AS pins FROM double_pins('erin');
 SET zim_pin.max_convs_per_request = 7;
 SELECT count(*) AS failed
 FROM zim_conv_pinned('erin', ARRAY(SELECT 'grp' || g FROM generate_series(1, 15) g), 2, false);
-SELECT jsonb_agg(r->'Convs') AS chunk_sizes
+SELECT jsonb_agg(r->'Convs' ORDER BY (r->>'Convs')::int DESC) AS chunk_sizes
 FROM jsonb_array_elements(double('State')->'Requests') r WHERE r->>'Action' = 'ConvPinned';
 RESET zim_pin.max_convs_per_request;
 
--- 110 pins: a user may have 100, so ten rows of 660800048, from every chunk
+-- 110 pins: a user may have 100, so ten rows of 660800048 (which ten depends
+-- on the order in which the concurrent requests arrive)
 SELECT double('Reset')->'Code' AS reset;
 SELECT register('frank');
-SELECT sub_code, count(*), min(conv_id) AS first, max(conv_id) AS last
+SELECT sub_code, count(*)
 FROM zim_conv_pinned('frank', ARRAY(SELECT 'g' || lpad(g::text, 3, '0') FROM generate_series(1, 110) g), 2, true)
 GROUP BY sub_code;
 SELECT count(*) AS pins FROM double_pins('frank');

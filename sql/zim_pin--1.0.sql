@@ -43,6 +43,45 @@ LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.zim_pin_signature(bigint, text, text, bigint) IS
 'the ZIM v2.0 signature of the given values (a diagnostic; sends nothing)';
 
+CREATE FUNCTION @extschema@.zim_pin_stats(
+    OUT action text,
+    OUT requests bigint,
+    OUT succeeded bigint,
+    OUT failed_connection bigint,
+    OUT failed_service bigint,
+    OUT canceled bigint,
+    OUT retries bigint,
+    OUT throttled bigint,
+    OUT throttled_ms double precision,
+    OUT convs_changed bigint,
+    OUT convs_failed bigint,
+    OUT mean_latency_ms double precision,
+    OUT max_latency_ms double precision,
+    OUT stats_reset timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'zim_pin_stats'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW @extschema@.zim_pin_stats AS SELECT * FROM @extschema@.zim_pin_stats();
+
+COMMENT ON VIEW @extschema@.zim_pin_stats IS
+'requests per ZIM Action: outcomes, retries, limiter waits, conversations, latency';
+
+CREATE FUNCTION @extschema@.zim_pin_stats_reset()
+RETURNS void
+AS 'MODULE_PATHNAME', 'zim_pin_stats_reset'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION @extschema@.zim_pin_stats_reset() IS
+'zero the counters of zim_pin_stats';
+
+-- Statistics are for monitoring roles; resetting them for administrators.
+REVOKE ALL ON FUNCTION @extschema@.zim_pin_stats() FROM PUBLIC;
+REVOKE ALL ON @extschema@.zim_pin_stats FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.zim_pin_stats() TO pg_read_all_stats;
+GRANT SELECT ON @extschema@.zim_pin_stats TO pg_read_all_stats;
+REVOKE ALL ON FUNCTION @extschema@.zim_pin_stats_reset() FROM PUBLIC;
+
 -- Sending is for the roles an administrator chooses.
 REVOKE ALL ON FUNCTION @extschema@.zim_conv_pinned(text, text[], integer[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.zim_conv_pinned(text, text[], integer, boolean) FROM PUBLIC;

@@ -3,8 +3,9 @@
  * api.c
  *	  One ZIM call: sign, send, retry, read the answer, or raise.
  *
- * ZimCall sends one Action with one body and returns the parsed answer.
- * Each attempt waits for the rate limiter and is signed afresh.  What may
+ * ZimCallMany sends requests of one Action concurrently and returns their
+ * parsed answers.  Each attempt gets a send time from the rate limiter and
+ * is signed afresh.  What may
  * be retried depends on the caller: ConvPinned sets an absolute state, so
  * every transient failure may be sent again; an arbitrary Action through
  * zim_api may not be idempotent, so only what was surely not processed is.
@@ -84,43 +85,25 @@ code_is_auth(int64 code)
 }
 
 /*
- * Sleep for the backoff before retry number attempt (0-based), with
- * jitter, interruptibly.
+ * The backoff before retry number attempt (0-based), with jitter.
  */
-static void
-zim_backoff(int attempt, bool rate_limited)
+static long
+zim_backoff_ms(int attempt, bool rate_limited)
 {
 	long		base = rate_limited ? BACKOFF_RATE_BASE_MS : BACKOFF_BASE_MS;
-	long		delay;
-	TimestampTz deadline;
 
 	for (int i = 0; i < attempt && base < BACKOFF_CAP_MS; i++)
 		base *= 2;
 	base = Min(base, BACKOFF_CAP_MS);
 	/* "equal jitter": half fixed, half random */
-	delay = base / 2 + (long) (pg_prng_double(&pg_global_prng_state) * (base / 2));
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
-
-	for (;;)
-	{
-		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-														   deadline);
-
-		if (left <= 0)
-			break;
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 left, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+	return base / 2 + (long) (pg_prng_double(&pg_global_prng_state) * (base / 2));
 }
 
 /*
  * The first bytes of an answer, printable and redacted, for a detail.
  */
 static const char *
-zim_quote_body(const StringInfo body)
+zim_quote_body(const StringInfoData *body)
 {
 	StringInfoData buf;
 	int			n = Min(body->len, QUOTE_BYTES);
@@ -364,9 +347,13 @@ zim_maybe_done_hint(ZimRetryPolicy policy)
 
 static void
 zim_raise_transport(const char *action, const ZimHttpResult *http,
-					ZimRetryPolicy policy, int attempts)
+					ZimRetryPolicy policy, int attempts, const char *extra)
 {
 	const char *maybe_done = zim_maybe_done_hint(policy);
+	const char *sep = extra ? " " : "";
+
+	if (extra == NULL)
+		extra = "";
 
 	switch (http->status)
 	{
@@ -374,15 +361,17 @@ zim_raise_transport(const char *action, const ZimHttpResult *http,
 			ereport(ERROR,
 					(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 					 errmsg("could not connect to the ZIM server"),
-					 errdetail_internal("%s (Action %s, %s).",
-										http->error, action, attempts_text(attempts)),
+					 errdetail_internal("%s (Action %s, %s).%s%s",
+										http->error, action, attempts_text(attempts),
+										sep, extra),
 					 errhint("Check zim_pin.api_url and the network.")));
 			break;
 		case ZIM_HTTP_TLS_FAILED:
 			ereport(ERROR,
 					(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 					 errmsg("could not establish a verified TLS connection to the ZIM server"),
-					 errdetail_internal("%s (Action %s).", http->error, action),
+					 errdetail_internal("%s (Action %s).%s%s", http->error, action,
+										sep, extra),
 					 errhint("Check zim_pin.ca_file and zim_pin.api_url.")));
 			break;
 		case ZIM_HTTP_TIMEOUT:
@@ -390,22 +379,24 @@ zim_raise_transport(const char *action, const ZimHttpResult *http,
 				ereport(ERROR,
 						(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
 						 errmsg("timed out connecting to the ZIM server"),
-						 errdetail_internal("%s (Action %s, %s).",
-											http->error, action, attempts_text(attempts)),
+						 errdetail_internal("%s (Action %s, %s).%s%s",
+											http->error, action, attempts_text(attempts),
+											sep, extra),
 						 errhint("Check zim_pin.api_url and the network, or raise zim_pin.connect_timeout_ms.")));
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("ZIM request timed out"),
-					 errdetail_internal("%s (Action %s, %s).",
-										http->error, action, attempts_text(attempts)),
+					 errdetail_internal("%s (Action %s, %s).%s%s",
+										http->error, action, attempts_text(attempts),
+										sep, extra),
 					 errhint("%s Raise zim_pin.timeout_ms if the server is slow.", maybe_done)));
 			break;
 		case ZIM_HTTP_TOO_LARGE:
 			ereport(ERROR,
 					(errcode(ERRCODE_ZIM_BAD_RESPONSE),
 					 errmsg("answer of the ZIM server is too large"),
-					 errdetail("The answer exceeds %d bytes (Action %s).",
-							   ZIM_MAX_RESPONSE_SIZE, action),
+					 errdetail("The answer exceeds %d bytes (Action %s).%s%s",
+							   ZIM_MAX_RESPONSE_SIZE, action, sep, extra),
 					 errhint("Check that zim_pin.api_url points to the ZIM server API.")));
 			break;
 		case ZIM_HTTP_CONNECTION_LOST:
@@ -414,9 +405,48 @@ zim_raise_transport(const char *action, const ZimHttpResult *http,
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("connection to the ZIM server was lost"),
-					 errdetail_internal("%s (Action %s, %s).",
-										http->error, action, attempts_text(attempts)),
+					 errdetail_internal("%s (Action %s, %s).%s%s",
+										http->error, action, attempts_text(attempts),
+										sep, extra),
 					 errhint("%s", maybe_done)));
+			break;
+	}
+}
+
+/*
+ * Raise the error of a request that failed without a usable answer.
+ * extra_detail, if given, is appended to the detail.
+ */
+void
+ZimRaiseFailure(const char *action, ZimRetryPolicy policy,
+				const ZimRequest *req, const char *extra_detail)
+{
+	const char *sep = extra_detail ? " " : "";
+	const char *extra = extra_detail ? extra_detail : "";
+
+	switch (req->failure)
+	{
+		case ZIM_FAIL_TRANSPORT:
+			zim_raise_transport(action, &req->http, policy, req->attempts,
+								extra_detail);
+			break;
+		case ZIM_FAIL_HTTP_STATUS:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("ZIM server answered with HTTP status %ld", req->http.http_code),
+					 errdetail_internal("Action %s, %s; the answer begins: \"%s\"%s%s",
+										action, attempts_text(req->attempts),
+										zim_quote_body(&req->http.body), sep, extra),
+					 errhint("%s", zim_maybe_done_hint(policy))));
+			break;
+		case ZIM_FAIL_BAD_ANSWER:
+			ereport(ERROR,
+					(errcode(ERRCODE_ZIM_BAD_RESPONSE),
+					 errmsg("invalid answer from the ZIM server"),
+					 errdetail_internal("%s HTTP status %ld; the answer begins: \"%s\"%s%s",
+										req->why, req->http.http_code,
+										zim_quote_body(&req->http.body), sep, extra),
+					 errhint("Check that zim_pin.api_url points to the ZIM server API.")));
 			break;
 	}
 }
@@ -425,11 +455,12 @@ zim_raise_transport(const char *action, const ZimHttpResult *http,
  * Raise the error for an answer whose Code fails the whole call.
  */
 void
-ZimRaiseForCode(const char *action, const ZimResponse *response,
+ZimRaiseForCode(const char *action, const ZimRequest *req,
 				const char *extra_detail)
 {
 	int			sqlstate;
 	const char *hint;
+	const ZimResponse *response = &req->response;
 	int64		code = response->code;
 
 	if (code_is_rate_limit(code))
@@ -467,129 +498,300 @@ ZimRaiseForCode(const char *action, const ZimResponse *response,
 					action, code, ZimRedact(response->message)),
 			 errdetail_internal("RequestId %s, after %s.%s%s",
 								response->request_id[0] ? response->request_id : "(none)",
-								attempts_text(response->attempts),
+								attempts_text(req->attempts),
 								extra_detail ? " " : "",
 								extra_detail ? extra_detail : ""),
 			 errhint("%s", hint)));
 }
 
 /*
- * Sign and send one attempt.  The URL carries the signature: wipe it
- * whatever happens.
+ * Statistics of one finished exchange.
  */
-static void
-zim_send_signed(const char *action, const char *body, ZimHttpResult *http)
+typedef enum AttemptOutcome
 {
-	StringInfoData url;
+	OUTCOME_SUCCEEDED,
+	OUTCOME_FAILED_CONNECTION,
+	OUTCOME_FAILED_SERVICE
+} AttemptOutcome;
 
-	initStringInfo(&url);
-	PG_TRY();
+static void
+zim_stats_attempt(const char *action, double latency_ms, AttemptOutcome outcome,
+				  bool will_retry)
+{
+	ZimActionState *st;
+
+	ZimStateLock();
+	st = ZimActionLookup(action);
+	st->stats.requests++;
+	st->stats.latency_sum_ms += latency_ms;
+	st->stats.latency_count++;
+	if (latency_ms > st->stats.latency_max_ms)
+		st->stats.latency_max_ms = latency_ms;
+	switch (outcome)
 	{
-		ZimSignedUrl(&url, zim_api_url, action);
-		ZimHttpPost(url.data, body, http);
+		case OUTCOME_SUCCEEDED:
+			st->stats.succeeded++;
+			break;
+		case OUTCOME_FAILED_CONNECTION:
+			st->stats.failed_connection++;
+			break;
+		case OUTCOME_FAILED_SERVICE:
+			st->stats.failed_service++;
+			break;
 	}
-	PG_FINALLY();
-	{
-		explicit_bzero(url.data, url.maxlen);
-		pfree(url.data);
-	}
-	PG_END_TRY();
+	if (will_retry)
+		st->stats.retries++;
+	ZimStateUnlock();
+}
+
+void
+ZimStatsCountConvs(const char *action, int64 changed, int64 failed)
+{
+	ZimActionState *st;
+
+	ZimStateLock();
+	st = ZimActionLookup(action);
+	st->stats.convs_changed += changed;
+	st->stats.convs_failed += failed;
+	ZimStateUnlock();
+}
+
+static void
+zim_stats_canceled(const char *action, int n)
+{
+	ZimActionState *st;
+
+	if (n == 0 || ZimStateLockHeld())
+		return;
+	ZimStateLock();
+	st = ZimActionLookup(action);
+	st->stats.canceled += n;
+	ZimStateUnlock();
 }
 
 /*
- * Send one Action with retries; fill *response with the last answer.
- * Raises for transport failures and answers that are not ZIM answers.
- * A non-zero Code is returned to the caller (after retries, when the Code
- * is transient and the answer carries no per-item ErrorList).
+ * Put a request into backoff before its next attempt, or decide it has no
+ * attempt left.  Returns true if it will be retried.
  */
-void
-ZimCall(const char *action, const char *body, ZimRetryPolicy policy,
-		ZimResponse *response)
+static bool
+zim_maybe_retry(ZimRequest *req, bool retryable, bool rate_limited)
 {
-	ZimCheckConfigured();
+	if (!retryable || req->attempts > zim_max_retries)
+		return false;
+	req->state = ZIM_REQ_BACKOFF;
+	req->at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										  zim_backoff_ms(req->attempts - 1, rate_limited));
+	return true;
+}
 
-	memset(response, 0, sizeof(*response));
+/*
+ * Judge a finished exchange: answered, failed, or to be retried.
+ */
+static void
+zim_judge(const char *action, ZimRetryPolicy policy, ZimRequest *req)
+{
+	ZimHttpResult *http = &req->http;
+	const char *why = NULL;
+	bool		retry;
 
-	for (int attempt = 0;; attempt++)
+	if (http->status != ZIM_HTTP_OK)
 	{
-		bool		last = attempt >= zim_max_retries;
-		ZimHttpResult http;
-		const char *why = NULL;
-		bool		retry;
+		elog(DEBUG1, "zim_pin: %s attempt %d failed after %.1f ms: %s",
+			 action, req->attempts, http->elapsed_ms, http->error);
 
-		ZimRateLimitAcquire(action);
-
-		zim_send_signed(action, body, &http);
-
-		response->attempts = attempt + 1;
-
-		if (http.status != ZIM_HTTP_OK)
+		switch (http->status)
 		{
-			elog(DEBUG1, "zim_pin: %s attempt %d failed after %.1f ms: %s",
-				 action, attempt + 1, http.elapsed_ms, http.error);
-
-			switch (http.status)
-			{
-				case ZIM_HTTP_CONNECT_FAILED:
-					retry = true;
-					break;
-				case ZIM_HTTP_TIMEOUT:
-				case ZIM_HTTP_CONNECTION_LOST:
-				case ZIM_HTTP_OTHER:
-					retry = policy == ZIM_RETRY_IDEMPOTENT || !http.request_sent;
-					break;
-				default:
-					/* certificate problems and oversize answers persist */
-					retry = false;
-					break;
-			}
-			if (retry && !last)
-			{
-				zim_backoff(attempt, false);
-				continue;
-			}
-			zim_raise_transport(action, &http, policy, attempt + 1);
+			case ZIM_HTTP_CONNECT_FAILED:
+				retry = true;
+				break;
+			case ZIM_HTTP_TIMEOUT:
+			case ZIM_HTTP_CONNECTION_LOST:
+			case ZIM_HTTP_OTHER:
+				retry = policy == ZIM_RETRY_IDEMPOTENT || !http->request_sent;
+				break;
+			default:
+				/* certificate problems and oversize answers persist */
+				retry = false;
+				break;
 		}
-
-		if (!zim_read_answer(&http.body, response, &why))
+		retry = zim_maybe_retry(req, retry, false);
+		zim_stats_attempt(action, http->elapsed_ms,
+						  http->status == ZIM_HTTP_TOO_LARGE
+						  ? OUTCOME_FAILED_SERVICE : OUTCOME_FAILED_CONNECTION,
+						  retry);
+		if (!retry)
 		{
-			bool		http_ok = http.http_code >= 200 && http.http_code < 300;
-
-			elog(DEBUG1, "zim_pin: %s attempt %d: HTTP %ld, not a ZIM answer",
-				 action, attempt + 1, http.http_code);
-
-			if (!http_ok && http.http_code >= 500 &&
-				policy == ZIM_RETRY_IDEMPOTENT && !last)
-			{
-				zim_backoff(attempt, false);
-				continue;
-			}
-			if (!http_ok)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("ZIM server answered with HTTP status %ld", http.http_code),
-						 errdetail_internal("Action %s, %s; the answer begins: \"%s\"",
-											action, attempts_text(attempt + 1),
-											zim_quote_body(&http.body)),
-						 errhint("%s", zim_maybe_done_hint(policy))));
-			ereport(ERROR,
-					(errcode(ERRCODE_ZIM_BAD_RESPONSE),
-					 errmsg("invalid answer from the ZIM server"),
-					 errdetail_internal("%s HTTP status %ld; the answer begins: \"%s\"",
-										why, http.http_code, zim_quote_body(&http.body)),
-					 errhint("Check that zim_pin.api_url points to the ZIM server API.")));
-		}
-
-		elog(DEBUG1, "zim_pin: %s RequestId %s Code " INT64_FORMAT " in %.1f ms",
-			 action, response->request_id, response->code, http.elapsed_ms);
-
-		if (response->code != 0 && !last &&
-			code_is_retryable(response->code, policy) &&
-			!ZimHasErrorList(response->jsonb))
-		{
-			zim_backoff(attempt, code_is_rate_limit(response->code));
-			continue;
+			req->state = ZIM_REQ_FAILED;
+			req->failure = ZIM_FAIL_TRANSPORT;
 		}
 		return;
 	}
+
+	if (!zim_read_answer(&http->body, &req->response, &why))
+	{
+		bool		http_ok = http->http_code >= 200 && http->http_code < 300;
+
+		elog(DEBUG1, "zim_pin: %s attempt %d: HTTP %ld, not a ZIM answer",
+			 action, req->attempts, http->http_code);
+
+		retry = zim_maybe_retry(req, !http_ok && http->http_code >= 500 &&
+								policy == ZIM_RETRY_IDEMPOTENT, false);
+		zim_stats_attempt(action, http->elapsed_ms,
+						  http_ok ? OUTCOME_FAILED_SERVICE : OUTCOME_FAILED_CONNECTION,
+						  retry);
+		if (!retry)
+		{
+			req->state = ZIM_REQ_FAILED;
+			req->failure = http_ok ? ZIM_FAIL_BAD_ANSWER : ZIM_FAIL_HTTP_STATUS;
+			req->why = why;
+		}
+		return;
+	}
+
+	elog(DEBUG1, "zim_pin: %s RequestId %s Code " INT64_FORMAT " in %.1f ms",
+		 action, req->response.request_id, req->response.code, http->elapsed_ms);
+
+	if (req->response.code != 0 && code_is_rate_limit(req->response.code))
+	{
+		/* someone else shares the AppId: slow the whole server down */
+		ZimRatePause(action, BACKOFF_RATE_BASE_MS);
+	}
+	retry = req->response.code != 0 &&
+		zim_maybe_retry(req, code_is_retryable(req->response.code, policy) &&
+						!ZimHasErrorList(req->response.jsonb),
+						code_is_rate_limit(req->response.code));
+	zim_stats_attempt(action, http->elapsed_ms,
+					  req->response.code == 0 ? OUTCOME_SUCCEEDED : OUTCOME_FAILED_SERVICE,
+					  retry);
+	if (!retry)
+		req->state = ZIM_REQ_ANSWERED;
+}
+
+/* wipe and free a request's signed URL */
+static void
+zim_forget_url(ZimRequest *req)
+{
+	if (req->url.data)
+	{
+		explicit_bzero(req->url.data, req->url.maxlen);
+		pfree(req->url.data);
+		req->url.data = NULL;
+	}
+}
+
+/* one pass of the scheduler; returns true while work remains */
+static bool
+zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			busy = 0;
+	bool		pending = false;
+
+	*wake = DT_NOEND;
+
+	for (int i = 0; i < n; i++)
+		if (reqs[i].state == ZIM_REQ_SCHEDULED || reqs[i].state == ZIM_REQ_RUNNING)
+			busy++;
+
+	for (int i = 0; i < n; i++)
+	{
+		ZimRequest *req = &reqs[i];
+
+		if (req->state == ZIM_REQ_BACKOFF && req->at <= now)
+			req->state = ZIM_REQ_READY;
+
+		/* give a send time to ready requests, as many as may run at once */
+		if (req->state == ZIM_REQ_READY && busy < ZIM_MAX_TRANSFERS)
+		{
+			req->at = ZimRateReserve(action, now);
+			req->state = ZIM_REQ_SCHEDULED;
+			busy++;
+		}
+
+		if (req->state == ZIM_REQ_SCHEDULED && req->at <= now)
+		{
+			initStringInfo(&req->url);
+			ZimSignedUrl(&req->url, zim_api_url, action);
+			req->transfer = ZimHttpStart(req->url.data, req->body);
+			req->attempts++;
+			req->state = ZIM_REQ_RUNNING;
+		}
+
+		if ((req->state == ZIM_REQ_SCHEDULED || req->state == ZIM_REQ_BACKOFF) &&
+			req->at < *wake)
+			*wake = req->at;
+		if (req->state != ZIM_REQ_ANSWERED && req->state != ZIM_REQ_FAILED)
+			pending = true;
+	}
+	return pending;
+}
+
+static void
+zim_call_loop(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
+{
+	TimestampTz wake;
+
+	while (zim_schedule(action, reqs, n, &wake))
+	{
+		long		timeout = 1000;
+
+		if (wake != DT_NOEND)
+			timeout = Min(timeout,
+						  Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), wake)));
+
+		if (ZimHttpInFlight() > 0)
+			ZimHttpWait(timeout);
+		else if (timeout > 0)
+		{
+			/* only waits for a send time or a backoff: sleep on the latch */
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 timeout, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+
+		for (int i = 0; i < n; i++)
+		{
+			ZimRequest *req = &reqs[i];
+
+			if (req->state != ZIM_REQ_RUNNING || !ZimHttpFinished(req->transfer))
+				continue;
+			ZimHttpFinish(req->transfer, &req->http);
+			zim_forget_url(req);
+			zim_judge(action, policy, req);
+		}
+	}
+}
+
+/*
+ * Send n requests of one Action, concurrently, each paced by the limiter,
+ * signed afresh for every attempt and retried as policy allows.  Returns
+ * when every request is ANSWERED (any Code: the caller judges it) or
+ * FAILED (the caller raises with ZimRaiseFailure).  Raises only for
+ * interrupts and resource failures, after detaching every transfer.
+ */
+void
+ZimCallMany(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
+{
+	ZimCheckConfigured();
+
+	for (int i = 0; i < n; i++)
+	{
+		reqs[i].state = ZIM_REQ_READY;
+		reqs[i].attempts = 0;
+		reqs[i].url.data = NULL;
+	}
+
+	PG_TRY();
+	{
+		zim_call_loop(action, policy, reqs, n);
+	}
+	PG_FINALLY();
+	{
+		zim_stats_canceled(action, ZimHttpAbortAll());
+		for (int i = 0; i < n; i++)
+			zim_forget_url(&reqs[i]);
+	}
+	PG_END_TRY();
 }

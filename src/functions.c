@@ -5,10 +5,11 @@
  *
  * zim_conv_pinned checks all of its input before it sends anything, so
  * bad input never leaves half the work done; then it sends one signed
- * request per chunk of zim_pin.max_convs_per_request conversations and
- * returns the conversations that were not changed, from every chunk, as
- * rows.  Each chunk's request and answer live in a memory context that is
- * reset after the chunk; only the rows outlive it.
+ * request per chunk of zim_pin.max_convs_per_request conversations, all
+ * at once as the limiter allows, and returns the conversations that were
+ * not changed, from every chunk, as rows.  A chunk that fails as a whole
+ * is raised once every chunk has finished, so the error can say what the
+ * others did.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
@@ -27,12 +28,15 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
 PG_FUNCTION_INFO_V1(zim_conv_pinned);
 PG_FUNCTION_INFO_V1(zim_conv_pinned_one_type);
 PG_FUNCTION_INFO_V1(zim_api);
 PG_FUNCTION_INFO_V1(zim_pin_signature);
+PG_FUNCTION_INFO_V1(zim_pin_stats);
+PG_FUNCTION_INFO_V1(zim_pin_stats_reset);
 
 /* the characters the vendor allows in a user id */
 static const char user_id_chars[] =
@@ -216,9 +220,9 @@ zim_bad_error_list(const char *why)
 }
 
 /*
- * Add one row per ErrorList entry of a ConvPinned answer.
+ * Add one row per ErrorList entry of a ConvPinned answer; returns how many.
  */
-static void
+static int
 zim_put_error_rows(ReturnSetInfo *rsinfo, Jsonb *jb)
 {
 	JsonbValue *list = ZimJsonGet(jb, "ErrorList");
@@ -226,7 +230,7 @@ zim_put_error_rows(ReturnSetInfo *rsinfo, Jsonb *jb)
 	int			n;
 
 	if (list == NULL || list->type != jbvBinary)
-		return;
+		return 0;
 	arr = list->val.binary.data;
 	n = JsonContainerSize(arr);
 
@@ -281,6 +285,15 @@ zim_put_error_rows(ReturnSetInfo *rsinfo, Jsonb *jb)
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	return n;
+}
+
+/* was this request of ConvPinned a failure of the whole request? */
+static bool
+zim_request_failed(const ZimRequest *req)
+{
+	return req->state == ZIM_REQ_FAILED ||
+		(req->response.code != 0 && !ZimHasErrorList(req->response.jsonb));
 }
 
 static Datum
@@ -293,8 +306,11 @@ zim_conv_pinned_common(FunctionCallInfo fcinfo, bool one_type)
 	int			n;
 	int			chunk = zim_max_convs_per_request;
 	int			n_chunks;
-	MemoryContext request_cxt;
-	MemoryContext oldcxt;
+	ZimRequest *reqs;
+	int			first_bad = -1;
+	int			n_bad = 0;
+	int64		changed = 0;
+	int64		failed = 0;
 
 	n = zim_read_conv_args(fcinfo, one_type, &from_user_id, &convs, &pinned);
 
@@ -304,43 +320,55 @@ zim_conv_pinned_common(FunctionCallInfo fcinfo, bool one_type)
 
 	ZimCheckConfigured();
 
+	/* one signed request per chunk, all sent concurrently */
 	n_chunks = (n + chunk - 1) / chunk;
-	request_cxt = AllocSetContextCreate(CurrentMemoryContext,
-										"zim_pin request",
-										ALLOCSET_DEFAULT_SIZES);
-
+	reqs = palloc0(sizeof(ZimRequest) * n_chunks);
 	for (int c = 0; c < n_chunks; c++)
 	{
 		int			first = c * chunk;
-		int			count = Min(chunk, n - first);
-		ZimResponse resp;
-		char	   *body;
 
-		oldcxt = MemoryContextSwitchTo(request_cxt);
-
-		body = zim_conv_pinned_body(from_user_id, convs + first, count, pinned);
-		ZimCall("ConvPinned", body, ZIM_RETRY_IDEMPOTENT, &resp);
-
-		if (resp.code != 0 && !ZimHasErrorList(resp.jsonb))
-		{
-			char	   *where = NULL;
-
-			if (n_chunks > 1)
-				where = psprintf("The call failed at request %d of %d "
-								 "(conversations %d to %d); %s.",
-								 c + 1, n_chunks, first + 1, first + count,
-								 c == 0 ? "nothing was changed"
-								 : "the conversations of the earlier requests were changed");
-			ZimRaiseForCode("ConvPinned", &resp, where);
-		}
-
-		MemoryContextSwitchTo(oldcxt);
-		/* rows are copied into the tuplestore, which outlives request_cxt */
-		zim_put_error_rows(rsinfo, resp.jsonb);
-		MemoryContextReset(request_cxt);
+		reqs[c].body = zim_conv_pinned_body(from_user_id, convs + first,
+											Min(chunk, n - first), pinned);
 	}
 
-	MemoryContextDelete(request_cxt);
+	ZimCallMany("ConvPinned", ZIM_RETRY_IDEMPOTENT, reqs, n_chunks);
+
+	for (int c = 0; c < n_chunks; c++)
+	{
+		int			count = Min(chunk, n - c * chunk);
+
+		if (zim_request_failed(&reqs[c]))
+		{
+			if (first_bad < 0)
+				first_bad = c;
+			n_bad++;
+			failed += count;
+		}
+		else
+		{
+			int			rows = zim_put_error_rows(rsinfo, reqs[c].response.jsonb);
+
+			changed += count - rows;
+			failed += rows;
+		}
+	}
+	ZimStatsCountConvs("ConvPinned", changed, failed);
+
+	if (first_bad >= 0)
+	{
+		ZimRequest *bad = &reqs[first_bad];
+		char	   *where = NULL;
+		int			first = first_bad * chunk;
+
+		if (n_chunks > 1)
+			where = psprintf("Request %d of %d (conversations %d to %d) failed; "
+							 "%d of the %d requests failed, the others changed their conversations.",
+							 first_bad + 1, n_chunks, first + 1, Min(first + chunk, n),
+							 n_bad, n_chunks);
+		if (bad->state == ZIM_REQ_FAILED)
+			ZimRaiseFailure("ConvPinned", ZIM_RETRY_IDEMPOTENT, bad, where);
+		ZimRaiseForCode("ConvPinned", bad, where);
+	}
 	return (Datum) 0;
 }
 
@@ -374,7 +402,7 @@ zim_api(PG_FUNCTION_ARGS)
 	Jsonb	   *body;
 	char	   *body_text;
 	size_t		len;
-	ZimResponse resp;
+	ZimRequest	req = {0};
 
 	zim_require_not_null(fcinfo, 0, "action");
 	zim_require_not_null(fcinfo, 1, "body");
@@ -397,8 +425,11 @@ zim_api(PG_FUNCTION_ARGS)
 	body_text = JsonbToCString(NULL, &body->root, VARSIZE(body));
 	body_text = pg_server_to_any(body_text, strlen(body_text), PG_UTF8);
 
-	ZimCall(action, body_text, ZIM_RETRY_UNSENT_ONLY, &resp);
-	PG_RETURN_JSONB_P(resp.jsonb);
+	req.body = body_text;
+	ZimCallMany(action, ZIM_RETRY_UNSENT_ONLY, &req, 1);
+	if (req.state == ZIM_REQ_FAILED)
+		ZimRaiseFailure(action, ZIM_RETRY_UNSENT_ONLY, &req, NULL);
+	PG_RETURN_JSONB_P(req.response.jsonb);
 }
 
 /*
@@ -428,4 +459,71 @@ zim_pin_signature(PG_FUNCTION_ARGS)
 	ZimSignature((uint32) app_id, nonce, secret, PG_GETARG_INT64(3), out);
 	explicit_bzero(secret, strlen(secret));
 	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/*
+ * zim_pin_stats(): one row per Action, from shared memory when preloaded
+ * (all backends), else this backend's own counts.
+ */
+Datum
+zim_pin_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ZimActionState *copy;
+	int			n;
+	TimestampTz reset;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	/* copy under the lock, build tuples after it */
+	copy = palloc(sizeof(ZimActionState) * ZIM_MAX_ACTIONS);
+	ZimStateLock();
+	n = ZimActionCount();
+	for (int i = 0; i < n; i++)
+		memcpy(&copy[i], ZimActionByIndex(i), offsetof(ZimActionState, log));
+	ZimStateUnlock();
+	reset = ZimStatsResetTime();
+
+	for (int i = 0; i < n; i++)
+	{
+		ZimStats   *st = &copy[i].stats;
+		Datum		values[14];
+		bool		nulls[14] = {0};
+		int			k = 0;
+
+		values[k++] = CStringGetTextDatum(copy[i].action);
+		values[k++] = Int64GetDatum(st->requests);
+		values[k++] = Int64GetDatum(st->succeeded);
+		values[k++] = Int64GetDatum(st->failed_connection);
+		values[k++] = Int64GetDatum(st->failed_service);
+		values[k++] = Int64GetDatum(st->canceled);
+		values[k++] = Int64GetDatum(st->retries);
+		values[k++] = Int64GetDatum(st->throttled);
+		values[k++] = Float8GetDatum(st->throttled_ms);
+		values[k++] = Int64GetDatum(st->convs_changed);
+		values[k++] = Int64GetDatum(st->convs_failed);
+		if (st->latency_count > 0)
+			values[k] = Float8GetDatum(st->latency_sum_ms / st->latency_count);
+		else
+			nulls[k] = true;
+		k++;
+		if (st->latency_count > 0)
+			values[k] = Float8GetDatum(st->latency_max_ms);
+		else
+			nulls[k] = true;
+		k++;
+		values[k++] = TimestampTzGetDatum(reset);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * zim_pin_stats_reset(): zero the counters of every Action.
+ */
+Datum
+zim_pin_stats_reset(PG_FUNCTION_ARGS)
+{
+	ZimStatsResetAll();
+	PG_RETURN_VOID();
 }

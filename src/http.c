@@ -1,23 +1,25 @@
 /*-------------------------------------------------------------------------
  *
  * http.c
- *	  The HTTPS transport: one libcurl multi handle per backend.
+ *	  The HTTPS transport: one libcurl multi handle per backend, running up
+ *	  to ZIM_MAX_TRANSFERS exchanges at once.
  *
- * The multi handle owns libcurl's connection cache, so the connection to
- * the ZIM server stays open between calls (and between transactions) for
- * as long as the backend lives or the server keeps it.  One easy handle is
- * reused for every request.
+ * The multi handle owns libcurl's connection cache, so connections to the
+ * ZIM server stay open between calls (and between transactions) for as
+ * long as the backend lives or the server keeps them.  Each transfer slot
+ * keeps its easy handle for reuse.
  *
  * We drive libcurl through its socket interface and do all waiting
  * ourselves, on a WaitEventSet holding the process latch and libcurl's
  * sockets, as postgres_fdw waits for libpq: a cancel, statement_timeout or
  * postmaster death wakes the wait at once and CHECK_FOR_INTERRUPTS raises
- * the server's own error.  The PG_FINALLY block then detaches the transfer
- * (libcurl closes a connection left mid-exchange) and frees what libcurl
- * allocated, so the backend is ready for the next call.
+ * the server's own error.  The caller then calls ZimHttpAbortAll (from
+ * PG_FINALLY), which detaches every transfer (libcurl closes a connection
+ * left mid-exchange) and frees what libcurl allocated, so the backend is
+ * ready for the next call.
  *
- * libcurl callbacks (write, socket, timer) run inside libcurl: they only
- * record into malloc'd or static state and never palloc or ereport.
+ * libcurl callbacks (write, read, socket, timer) run inside libcurl: they
+ * only record into malloc'd or static state and never palloc or ereport.
  * Problems are recorded there and raised after libcurl returns.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
@@ -34,7 +36,7 @@
 #include "storage/latch.h"
 #include "utils/memutils.h"
 
-#define MAX_SOCKETS 16
+#define MAX_SOCKETS (ZIM_MAX_TRANSFERS * 2 + 4)
 
 /* the answer as it arrives; malloc'd because the write callback fills it */
 typedef struct WriteBuffer
@@ -46,6 +48,22 @@ typedef struct WriteBuffer
 	bool		out_of_memory;
 } WriteBuffer;
 
+/* one exchange; file-level so that cleanup after a longjmp sees it */
+typedef struct Transfer
+{
+	CURL	   *easy;			/* kept for reuse once created */
+	bool		in_use;			/* started and not yet finished */
+	bool		added;			/* attached to the multi handle */
+	bool		done;			/* libcurl reported completion */
+	CURLcode	rc;
+	struct curl_slist *headers;
+	WriteBuffer response;
+	const char *body;			/* the caller's, valid while in use */
+	size_t		body_len;
+	size_t		body_pos;
+	char		errbuf[CURL_ERROR_SIZE];
+} Transfer;
+
 /* the sockets libcurl wants watched, as its socket callback reports them */
 typedef struct WatchedSocket
 {
@@ -54,29 +72,13 @@ typedef struct WatchedSocket
 } WatchedSocket;
 
 static CURLM *zim_multi = NULL;
-static CURL *zim_easy = NULL;
+static Transfer transfers[ZIM_MAX_TRANSFERS];
 
 static WatchedSocket watched[MAX_SOCKETS];
 static int	n_watched = 0;
 static bool watched_overflow = false;
 static long curl_timer_ms = -1;
-
-static char curl_errbuf[CURL_ERROR_SIZE];
-
-/*
- * State of the one transfer in progress.  File-level, not local, so that
- * the PG_FINALLY block sees it reliably after a longjmp.
- */
-static WriteBuffer response_buf;
-static struct
-{
-	const char *data;
-	size_t		len;
-	size_t		pos;
-}			request_body;
-static struct curl_slist *request_headers = NULL;
 static WaitEventSet *wait_set = NULL;
-static bool transfer_added = false;
 
 static size_t
 write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -121,10 +123,11 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 static size_t
 read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 {
-	size_t		n = Min(size * nitems, request_body.len - request_body.pos);
+	Transfer   *t = (Transfer *) userdata;
+	size_t		n = Min(size * nitems, t->body_len - t->body_pos);
 
-	memcpy(buffer, request_body.data + request_body.pos, n);
-	request_body.pos += n;
+	memcpy(buffer, t->body + t->body_pos, n);
+	t->body_pos += n;
 	return n;
 }
 
@@ -173,16 +176,23 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 static void
 zim_http_at_exit(int code, Datum arg)
 {
-	if (zim_easy)
-		curl_easy_cleanup(zim_easy);
+	for (int i = 0; i < ZIM_MAX_TRANSFERS; i++)
+	{
+		if (transfers[i].easy)
+		{
+			if (transfers[i].added && zim_multi)
+				curl_multi_remove_handle(zim_multi, transfers[i].easy);
+			curl_easy_cleanup(transfers[i].easy);
+		}
+		transfers[i].easy = NULL;
+	}
 	if (zim_multi)
 		curl_multi_cleanup(zim_multi);
-	zim_easy = NULL;
 	zim_multi = NULL;
 }
 
 /*
- * Create this backend's handles on first use (never in the postmaster).
+ * Create this backend's multi handle on first use (never in the postmaster).
  */
 static void
 zim_http_init(void)
@@ -203,24 +213,19 @@ zim_http_init(void)
 	}
 
 	zim_multi = curl_multi_init();
-	zim_easy = curl_easy_init();
-	if (zim_multi == NULL || zim_easy == NULL)
-	{
-		zim_http_at_exit(0, (Datum) 0);
+	if (zim_multi == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory"),
-				 errdetail("Could not create the libcurl handles.")));
-	}
+				 errdetail("Could not create a libcurl multi handle.")));
 	curl_multi_setopt(zim_multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(zim_multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	/* one server: a small cache is plenty */
-	curl_multi_setopt(zim_multi, CURLMOPT_MAXCONNECTS, 8L);
+	curl_multi_setopt(zim_multi, CURLMOPT_MAXCONNECTS, (long) ZIM_MAX_TRANSFERS);
 }
 
-#define SETOPT(opt, val) \
+#define SETOPT(easy, opt, val) \
 	do { \
-		CURLcode setopt_rc = curl_easy_setopt(zim_easy, (opt), (val)); \
+		CURLcode setopt_rc = curl_easy_setopt((easy), (opt), (val)); \
 		if (setopt_rc != CURLE_OK) \
 			ereport(ERROR, \
 					(errcode(ERRCODE_SYSTEM_ERROR), \
@@ -229,119 +234,249 @@ zim_http_init(void)
 	} while (0)
 
 static void
-zim_http_setup(const char *url, const char *body, struct curl_slist *headers,
-			   WriteBuffer *wb)
+zim_http_setup(Transfer *t, const char *url)
 {
-	curl_easy_reset(zim_easy);
-	curl_errbuf[0] = '\0';
+	CURL	   *e = t->easy;
 
-	SETOPT(CURLOPT_ERRORBUFFER, curl_errbuf);
-	SETOPT(CURLOPT_NOSIGNAL, 1L);
-	SETOPT(CURLOPT_URL, url);
+	curl_easy_reset(e);
+	t->errbuf[0] = '\0';
+
+	SETOPT(e, CURLOPT_PRIVATE, (char *) t);
+	SETOPT(e, CURLOPT_ERRORBUFFER, t->errbuf);
+	SETOPT(e, CURLOPT_NOSIGNAL, 1L);
+	SETOPT(e, CURLOPT_URL, url);
 #if LIBCURL_VERSION_NUM >= 0x075500
-	SETOPT(CURLOPT_PROTOCOLS_STR, "https");
-	SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "https");
+	SETOPT(e, CURLOPT_PROTOCOLS_STR, "https");
+	SETOPT(e, CURLOPT_REDIR_PROTOCOLS_STR, "https");
 #else
-	SETOPT(CURLOPT_PROTOCOLS, (long) CURLPROTO_HTTPS);
-	SETOPT(CURLOPT_REDIR_PROTOCOLS, (long) CURLPROTO_HTTPS);
+	SETOPT(e, CURLOPT_PROTOCOLS, (long) CURLPROTO_HTTPS);
+	SETOPT(e, CURLOPT_REDIR_PROTOCOLS, (long) CURLPROTO_HTTPS);
 #endif
-	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
-	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
-	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+	SETOPT(e, CURLOPT_FOLLOWLOCATION, 0L);
+	SETOPT(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	SETOPT(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (zim_ca_file && zim_ca_file[0])
-		SETOPT(CURLOPT_CAINFO, zim_ca_file);
-	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long) zim_connect_timeout_ms);
-	SETOPT(CURLOPT_TIMEOUT_MS, (long) zim_timeout_ms);
-	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-	request_body.data = body;
-	request_body.len = strlen(body);
-	request_body.pos = 0;
-	SETOPT(CURLOPT_POST, 1L);
-	SETOPT(CURLOPT_READFUNCTION, read_cb);
-	SETOPT(CURLOPT_SEEKFUNCTION, seek_cb);
-	SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) request_body.len);
-	SETOPT(CURLOPT_HTTPHEADER, headers);
-	SETOPT(CURLOPT_USERAGENT, "zim_pin/1.0");
-	SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) ZIM_MAX_RESPONSE_SIZE);
-	SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
-	SETOPT(CURLOPT_WRITEDATA, wb);
+		SETOPT(e, CURLOPT_CAINFO, zim_ca_file);
+	SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) zim_connect_timeout_ms);
+	SETOPT(e, CURLOPT_TIMEOUT_MS, (long) zim_timeout_ms);
+	SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	SETOPT(e, CURLOPT_POST, 1L);
+	SETOPT(e, CURLOPT_READFUNCTION, read_cb);
+	SETOPT(e, CURLOPT_READDATA, t);
+	SETOPT(e, CURLOPT_SEEKFUNCTION, seek_cb);
+	SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) t->body_len);
+	SETOPT(e, CURLOPT_HTTPHEADER, t->headers);
+	SETOPT(e, CURLOPT_USERAGENT, "zim_pin/1.0");
+	SETOPT(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) ZIM_MAX_RESPONSE_SIZE);
+	SETOPT(e, CURLOPT_WRITEFUNCTION, write_cb);
+	SETOPT(e, CURLOPT_WRITEDATA, &t->response);
+}
+
+/* free what a transfer holds, keeping the easy handle */
+static void
+zim_http_release(Transfer *t)
+{
+	if (t->added)
+		curl_multi_remove_handle(zim_multi, t->easy);
+	t->added = false;
+	if (t->easy)
+	{
+		/* the easy handle keeps pointers to these until reset */
+		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
+		curl_easy_setopt(t->easy, CURLOPT_URL, "");
+	}
+	curl_slist_free_all(t->headers);
+	t->headers = NULL;
+	free(t->response.data);
+	memset(&t->response, 0, sizeof(t->response));
+	t->body = NULL;
+	t->in_use = false;
+	t->done = false;
 }
 
 /*
- * Wait for libcurl's sockets or timer, or the latch, and let libcurl act.
- * Returns when the transfer is over; raises on interrupts.
+ * Start POSTing body to url; returns the transfer's number.  The caller
+ * keeps url and body alive until ZimHttpFinish or ZimHttpAbortAll.
  */
-static void
-zim_http_drive(void)
+int
+ZimHttpStart(const char *url, const char *body)
 {
-	int			running = 1;
-	WaitEvent	occurred[MAX_SOCKETS + 2];
+	Transfer   *t = NULL;
+	int			id;
 
-	curl_multi_socket_action(zim_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	zim_http_init();
 
-	while (running)
+	for (id = 0; id < ZIM_MAX_TRANSFERS; id++)
+		if (!transfers[id].in_use)
+		{
+			t = &transfers[id];
+			break;
+		}
+	if (t == NULL)
+		elog(ERROR, "no free zim_pin transfer slot");
+
+	if (t->easy == NULL && (t->easy = curl_easy_init()) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Could not create a libcurl handle.")));
+
+	t->in_use = true;
+	t->done = false;
+	t->rc = CURLE_OK;
+	memset(&t->response, 0, sizeof(t->response));
+	t->body = body;
+	t->body_len = strlen(body);
+	t->body_pos = 0;
+
+	t->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	if (t->headers &&
+		(curl_slist_append(t->headers, "Accept: application/json") == NULL ||
+		 curl_slist_append(t->headers, "Expect:") == NULL))
 	{
-		long		timeout = curl_timer_ms;
-		int			n;
-		bool		latch_set = false;
+		curl_slist_free_all(t->headers);
+		t->headers = NULL;
+	}
+	if (t->headers == NULL)
+	{
+		t->in_use = false;
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	}
 
-		if (timeout == 0)
-		{
-			curl_multi_socket_action(zim_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	zim_http_setup(t, url);
+
+	if (curl_multi_add_handle(zim_multi, t->easy) != CURLM_OK)
+	{
+		zim_http_release(t);
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not start an HTTP request")));
+	}
+	t->added = true;
+	return id;
+}
+
+int
+ZimHttpInFlight(void)
+{
+	int			n = 0;
+
+	for (int i = 0; i < ZIM_MAX_TRANSFERS; i++)
+		if (transfers[i].in_use && !transfers[i].done)
+			n++;
+	return n;
+}
+
+/* note the transfers libcurl reports finished */
+static void
+zim_http_collect(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(zim_multi, &left)) != NULL)
+	{
+		Transfer   *t = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
 			continue;
-		}
-		/* libcurl always has a timer while a transfer runs; be safe */
-		if (timeout < 0 || timeout > 1000)
-			timeout = 1000;
-
-		wait_set = CreateWaitEventSet(CurrentMemoryContext, n_watched + 2);
-		AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-		/* as WaitLatch does: there is no postmaster in single-user mode */
-		if (IsUnderPostmaster)
-			AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET,
-							  NULL, NULL);
-		for (int i = 0; i < n_watched; i++)
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		if (t)
 		{
-			uint32		events = 0;
-
-			if (watched[i].what & CURL_POLL_IN)
-				events |= WL_SOCKET_READABLE;
-			if (watched[i].what & CURL_POLL_OUT)
-				events |= WL_SOCKET_WRITEABLE;
-			if (events)
-				AddWaitEventToSet(wait_set, events, watched[i].fd, NULL, NULL);
-		}
-
-		n = WaitEventSetWait(wait_set, timeout, occurred, lengthof(occurred),
-							 PG_WAIT_EXTENSION);
-		FreeWaitEventSet(wait_set);
-		wait_set = NULL;
-
-		for (int i = 0; i < n; i++)
-		{
-			int			flags = 0;
-
-			if (occurred[i].events & WL_LATCH_SET)
-			{
-				latch_set = true;
-				continue;
-			}
-			if (occurred[i].events & WL_SOCKET_READABLE)
-				flags |= CURL_CSELECT_IN;
-			if (occurred[i].events & WL_SOCKET_WRITEABLE)
-				flags |= CURL_CSELECT_OUT;
-			if (flags)
-				curl_multi_socket_action(zim_multi, occurred[i].fd, flags, &running);
-		}
-		if (n == 0)
-			curl_multi_socket_action(zim_multi, CURL_SOCKET_TIMEOUT, 0, &running);
-
-		if (latch_set)
-		{
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
+			t->done = true;
+			t->rc = msg->data.result;
 		}
 	}
+}
+
+/*
+ * Let libcurl work and wait, at most timeout_ms, for a socket, libcurl's
+ * timer or the latch.  Returns after one round of events; the caller asks
+ * ZimHttpFinished which transfers are over.  Raises on interrupts.
+ */
+void
+ZimHttpWait(long timeout_ms)
+{
+	int			running;
+	WaitEvent	occurred[MAX_SOCKETS + 2];
+	int			n;
+	bool		latch_set = false;
+	long		timeout = timeout_ms;
+
+	zim_http_init();
+
+	/* let libcurl act on anything due (new transfers, expired timers) */
+	curl_multi_socket_action(zim_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	zim_http_collect();
+	if (ZimHttpInFlight() < 1)
+		return;
+
+	if (curl_timer_ms >= 0 && curl_timer_ms < timeout)
+		timeout = curl_timer_ms;
+	if (timeout < 0 || timeout > 1000)
+		timeout = 1000;			/* libcurl always has a timer; be safe */
+	if (timeout == 0)
+		return;
+
+	wait_set = CreateWaitEventSet(CurrentMemoryContext, n_watched + 2);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	/* as WaitLatch does: there is no postmaster in single-user mode */
+	if (IsUnderPostmaster)
+		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET,
+						  NULL, NULL);
+	for (int i = 0; i < n_watched; i++)
+	{
+		uint32		events = 0;
+
+		if (watched[i].what & CURL_POLL_IN)
+			events |= WL_SOCKET_READABLE;
+		if (watched[i].what & CURL_POLL_OUT)
+			events |= WL_SOCKET_WRITEABLE;
+		if (events)
+			AddWaitEventToSet(wait_set, events, watched[i].fd, NULL, NULL);
+	}
+
+	n = WaitEventSetWait(wait_set, timeout, occurred, lengthof(occurred),
+						 PG_WAIT_EXTENSION);
+	FreeWaitEventSet(wait_set);
+	wait_set = NULL;
+
+	for (int i = 0; i < n; i++)
+	{
+		int			flags = 0;
+
+		if (occurred[i].events & WL_LATCH_SET)
+		{
+			latch_set = true;
+			continue;
+		}
+		if (occurred[i].events & WL_SOCKET_READABLE)
+			flags |= CURL_CSELECT_IN;
+		if (occurred[i].events & WL_SOCKET_WRITEABLE)
+			flags |= CURL_CSELECT_OUT;
+		if (flags)
+			curl_multi_socket_action(zim_multi, occurred[i].fd, flags, &running);
+	}
+	if (n == 0)
+		curl_multi_socket_action(zim_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	zim_http_collect();
+
+	if (watched_overflow)
+		elog(ERROR, "libcurl opened more than %d sockets", MAX_SOCKETS);
+
+	if (latch_set)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+bool
+ZimHttpFinished(int id)
+{
+	return transfers[id].in_use && transfers[id].done;
 }
 
 static ZimHttpStatus
@@ -387,105 +522,72 @@ zim_http_classify(CURLcode rc, const WriteBuffer *wb)
 }
 
 /*
- * POST body to url and fill *result.  Transport failures are reported in
- * result->status, not raised; interrupts and resource failures raise.
+ * Fill *result from a finished transfer and free its slot.  Transport
+ * failures are reported in result->status, not raised.
  */
 void
-ZimHttpPost(const char *url, const char *body, ZimHttpResult *result)
+ZimHttpFinish(int id, ZimHttpResult *result)
 {
-	WriteBuffer *wb = &response_buf;
-	CURLcode	rc = CURLE_OK;
+	Transfer   *t = &transfers[id];
+	curl_off_t	request_size = 0;
+	double		total = 0;
 
-	zim_http_init();
+	Assert(t->in_use && t->done);
 
 	memset(result, 0, sizeof(*result));
-	memset(wb, 0, sizeof(*wb));
-	request_headers = NULL;
-	wait_set = NULL;
-	transfer_added = false;
 	initStringInfo(&result->body);
 
-	PG_TRY();
+	if (t->response.out_of_memory || t->rc == CURLE_OUT_OF_MEMORY)
 	{
-		CURLMsg    *msg;
-		int			left;
-		curl_off_t	request_size = 0;
-		double		total = 0;
-
-		request_headers = curl_slist_append(NULL, "Content-Type: application/json");
-		if (request_headers &&
-			(curl_slist_append(request_headers, "Accept: application/json") == NULL ||
-			 curl_slist_append(request_headers, "Expect:") == NULL))
-		{
-			curl_slist_free_all(request_headers);
-			request_headers = NULL;
-		}
-		if (request_headers == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory")));
-
-		zim_http_setup(url, body, request_headers, wb);
-
-		n_watched = 0;
-		watched_overflow = false;
-		curl_timer_ms = -1;
-		if (curl_multi_add_handle(zim_multi, zim_easy) != CURLM_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_SYSTEM_ERROR),
-					 errmsg("could not start an HTTP request")));
-		transfer_added = true;
-
-		zim_http_drive();
-
-		rc = CURLE_OK;
-		while ((msg = curl_multi_info_read(zim_multi, &left)) != NULL)
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == zim_easy)
-				rc = msg->data.result;
-
-		if (wb->out_of_memory || rc == CURLE_OUT_OF_MEMORY)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory"),
-					 errdetail("Could not buffer the answer of the ZIM server.")));
-		if (watched_overflow)
-			elog(ERROR, "libcurl opened more than %d sockets", MAX_SOCKETS);
-
-		result->status = zim_http_classify(rc, wb);
-		curl_easy_getinfo(zim_easy, CURLINFO_RESPONSE_CODE, &result->http_code);
-		curl_easy_getinfo(zim_easy, CURLINFO_REQUEST_SIZE, &request_size);
-		result->request_sent = request_size > 0;
-		curl_easy_getinfo(zim_easy, CURLINFO_TOTAL_TIME, &total);
-		result->elapsed_ms = total * 1000.0;
-
-		if (rc != CURLE_OK)
-		{
-			const char *text = curl_errbuf[0] ? curl_errbuf : curl_easy_strerror(rc);
-
-			strlcpy(result->error, ZimRedact(text), sizeof(result->error));
-		}
-		if (wb->len > 0)
-			appendBinaryStringInfo(&result->body, wb->data, wb->len);
+		zim_http_release(t);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Could not buffer the answer of the ZIM server.")));
 	}
-	PG_FINALLY();
+
+	result->status = zim_http_classify(t->rc, &t->response);
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &result->http_code);
+	curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &request_size);
+	result->request_sent = request_size > 0;
+	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &total);
+	result->elapsed_ms = total * 1000.0;
+
+	if (t->rc != CURLE_OK)
 	{
-		if (wait_set)
-			FreeWaitEventSet(wait_set);
-		wait_set = NULL;
-		if (transfer_added)
-			curl_multi_remove_handle(zim_multi, zim_easy);
-		transfer_added = false;
-		/* the easy handle keeps pointers to these until reset */
-		curl_easy_setopt(zim_easy, CURLOPT_HTTPHEADER, NULL);
-		curl_easy_setopt(zim_easy, CURLOPT_WRITEDATA, NULL);
-		curl_easy_setopt(zim_easy, CURLOPT_URL, "");
-		curl_slist_free_all(request_headers);
-		request_headers = NULL;
-		request_body.data = NULL;
-		free(wb->data);
-		memset(wb, 0, sizeof(*wb));
-		n_watched = 0;
-		curl_timer_ms = -1;
+		const char *text = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->rc);
+
+		strlcpy(result->error, ZimRedact(text), sizeof(result->error));
 	}
-	PG_END_TRY();
+	if (t->response.len > 0)
+		appendBinaryStringInfo(&result->body, t->response.data, t->response.len);
+
+	zim_http_release(t);
+}
+
+/*
+ * Detach and free every transfer; returns how many were still running.
+ * Safe to call at any time, including from PG_FINALLY after an ERROR.
+ */
+int
+ZimHttpAbortAll(void)
+{
+	int			running = 0;
+
+	if (wait_set)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
+
+	for (int i = 0; i < ZIM_MAX_TRANSFERS; i++)
+	{
+		if (!transfers[i].in_use)
+			continue;
+		if (!transfers[i].done)
+			running++;
+		zim_http_release(&transfers[i]);
+	}
+	n_watched = 0;
+	watched_overflow = false;
+	curl_timer_ms = -1;
+	return running;
 }

@@ -2,18 +2,29 @@
  *
  * ratelimit.c
  *	  The outgoing rate limit: at most zim_pin.requests_per_second requests
- *	  per Action in any sliding one-second window, in this backend.
+ *	  per Action in any sliding one-second window, across every backend of
+ *	  the server when preloaded (per backend otherwise).
  *
- * Each Action keeps the send times of its last N requests in a ring
- * (N = the limit).  A request may go when the oldest of the N is more than
- * a window old; otherwise the backend sleeps on its latch until then, so a
- * cancel or statement_timeout ends the wait at once.
+ * A request does not wait for a free slot and then race for it: it
+ * reserves the earliest send time that keeps every window within the limit
+ * and then sleeps until that time.  Each Action keeps the send times of its
+ * recent requests, ascending; a new request gets
  *
- * The window is one second plus a small margin: we stamp a request when
- * it leaves, the vendor when it arrives, and the first request on a new
+ *	 t = max(now, the Action's pause, the last reserved time,
+ *			 the time N requests back + the window)
+ *
+ * where N is the limit.  So no window of the given length ever holds more
+ * than N send times, whatever order the backends come in, and requests are
+ * served in the order they asked, none starved.  A request that is then
+ * cancelled leaves its slot unused: the limit still holds.
+ *
+ * The window is one second plus a small margin: we stamp a request when it
+ * leaves, the vendor when it arrives, and the first request on a new
  * connection arrives a TLS handshake later than one on a warm connection.
- * The margin keeps the vendor's count, in any one-second window, at or
- * under the limit whether it counts sliding windows or fixed buckets.
+ *
+ * When the vendor still answers that the AppId's rate is exceeded (another
+ * server shares the AppId), ZimRatePause holds back every request of that
+ * Action, from every backend, for a moment.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
@@ -21,111 +32,79 @@
  */
 #include "zim_pin.h"
 
-#include "miscadmin.h"
-#include "pgstat.h"
-#include "storage/latch.h"
-#include "utils/hsearch.h"
-#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #define RATE_WINDOW_US		(1000 * 1000 + 25 * 1000)
 
-typedef struct ActionWindow
+/*
+ * Reserve the send time of one request of this Action; returns it (it may
+ * lie in the future; the caller waits, interruptibly).
+ */
+TimestampTz
+ZimRateReserve(const char *action, TimestampTz now)
 {
-	char		action[ZIM_MAX_ACTION_LEN + 1]; /* hash key */
-	int			capacity;		/* the limit the ring was sized for */
-	int			count;			/* stamps in the ring */
-	int			head;			/* index of the oldest stamp */
-	TimestampTz *sent;			/* ring of send times, TopMemoryContext */
-} ActionWindow;
+	ZimActionState *st;
+	TimestampTz t = now;
+	int			limit = zim_requests_per_second;
 
-static HTAB *windows = NULL;
+	ZimStateLock();
+	st = ZimActionLookup(action);
 
-static ActionWindow *
-window_for(const char *action)
-{
-	ActionWindow *w;
-	bool		found;
-	char		key[ZIM_MAX_ACTION_LEN + 1] = {0};
-
-	if (windows == NULL)
+	/* forget send times no future window can contain */
+	while (st->count > 0 && st->log[st->head] <= now - RATE_WINDOW_US)
 	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(key);
-		ctl.entrysize = sizeof(ActionWindow);
-		ctl.hcxt = TopMemoryContext;
-		windows = hash_create("zim_pin rate windows", 16, &ctl,
-							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	}
-	strlcpy(key, action, sizeof(key));
-	w = hash_search(windows, key, HASH_ENTER, &found);
-	if (!found)
-	{
-		w->capacity = 0;
-		w->count = 0;
-		w->head = 0;
-		w->sent = NULL;
+		st->head = (st->head + 1) % st->capacity;
+		st->count--;
 	}
 
-	/* size (or resize, after a reload) the ring, keeping the newest stamps */
-	if (w->capacity != zim_requests_per_second)
+	if (st->paused_until > t)
+		t = st->paused_until;
+	if (st->count > 0)
 	{
-		int			newcap = zim_requests_per_second;
-		TimestampTz *ring = MemoryContextAlloc(TopMemoryContext,
-											   sizeof(TimestampTz) * newcap);
-		int			keep = Min(w->count, newcap);
+		TimestampTz last = st->log[(st->head + st->count - 1) % st->capacity];
 
-		for (int i = 0; i < keep; i++)
-			ring[i] = w->sent[(w->head + w->count - keep + i) % w->capacity];
-		if (w->sent)
-			pfree(w->sent);
-		w->sent = ring;
-		w->capacity = newcap;
-		w->count = keep;
-		w->head = 0;
+		if (last > t)
+			t = last;
 	}
-	return w;
+	if (st->count >= limit)
+	{
+		TimestampTz nth = st->log[(st->head + st->count - limit) % st->capacity];
+
+		if (nth + RATE_WINDOW_US > t)
+			t = nth + RATE_WINDOW_US;
+	}
+
+	/* a full ring holds only entries older than the limit looks back */
+	if (st->count == st->capacity)
+	{
+		st->head = (st->head + 1) % st->capacity;
+		st->count--;
+	}
+	st->log[(st->head + st->count) % st->capacity] = t;
+	st->count++;
+
+	if (t > now)
+	{
+		st->stats.throttled++;
+		st->stats.throttled_ms += (double) (t - now) / 1000.0;
+	}
+	ZimStateUnlock();
+
+	return t;
 }
 
 /*
- * Wait until one more request of this Action may be sent, and count it.
+ * Hold back every request of this Action for ms milliseconds from now.
  */
 void
-ZimRateLimitAcquire(const char *action)
+ZimRatePause(const char *action, int ms)
 {
-	ActionWindow *w = window_for(action);
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	ZimActionState *st;
 
-	for (;;)
-	{
-		TimestampTz now = GetCurrentTimestamp();
-		TimestampTz oldest;
-		long		wait_ms;
-
-		/* forget stamps that have left the window */
-		while (w->count > 0 &&
-			   w->sent[w->head] <= now - RATE_WINDOW_US)
-		{
-			w->head = (w->head + 1) % w->capacity;
-			w->count--;
-		}
-
-		if (w->count < w->capacity)
-		{
-			w->sent[(w->head + w->count) % w->capacity] = now;
-			w->count++;
-			return;
-		}
-
-		oldest = w->sent[w->head];
-		wait_ms = (long) ((oldest + RATE_WINDOW_US - now + 999) / 1000);
-		if (wait_ms < 1)
-			wait_ms = 1;
-
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+	ZimStateLock();
+	st = ZimActionLookup(action);
+	if (st->paused_until < until)
+		st->paused_until = until;
+	ZimStateUnlock();
 }

@@ -3,8 +3,9 @@
  * zim_pin.c
  *	  Module entry point: defines the settings when the library loads.
  *
- * Loading does nothing else: libcurl is set up lazily by the first request
- * of each backend (http.c), never in the postmaster.
+ * When preloaded, it also asks for the shared memory of shared.c.  libcurl
+ * is set up lazily by the first request of each backend (http.c), never in
+ * the postmaster.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
@@ -13,6 +14,7 @@
 #include "zim_pin.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 
 PG_MODULE_MAGIC;
 
@@ -22,4 +24,6 @@ void
 _PG_init(void)
 {
 	ZimDefineSettings();
+	if (process_shared_preload_libraries_in_progress)
+		ZimSharedInstallHooks();
 }

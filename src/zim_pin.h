@@ -7,7 +7,9 @@
  * sign.c		the v2.0 request signature and the signed query string
  * http.c		the HTTPS transport: one libcurl multi handle per backend,
  *				interruptible waits, size cap, cleanup on ERROR
- * ratelimit.c	the per-Action sliding-window limiter
+ * shared.c	per-Action state (limiter log, pause, statistics), in shared
+ *				memory when preloaded, per backend otherwise
+ * ratelimit.c	the per-Action sliding-window limiter (reservations)
  * api.c		one ZIM call: signing, retries with backoff, response
  *				parsing and the mapping of failures to SQLSTATEs
  * functions.c	the SQL-callable functions
@@ -22,6 +24,7 @@
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
 /* SQLSTATEs of our own, class ZP (see README) */
@@ -37,6 +40,13 @@
 #define ZIM_MAX_RESPONSE_SIZE	(1024 * 1024)
 /* Longest Action name we accept */
 #define ZIM_MAX_ACTION_LEN		64
+
+/* Most distinct Actions tracked; further ones share the last slot */
+#define ZIM_MAX_ACTIONS			16
+/* Upper bound of zim_pin.requests_per_second (the limiter's log size) */
+#define ZIM_MAX_RATE			10000
+/* Most HTTP exchanges one backend runs at once */
+#define ZIM_MAX_TRANSFERS		16
 
 /* settings.c */
 extern char *zim_api_url;
@@ -82,10 +92,56 @@ typedef struct ZimHttpResult
 	double		elapsed_ms;
 } ZimHttpResult;
 
-extern void ZimHttpPost(const char *url, const char *body, ZimHttpResult *result);
+extern int	ZimHttpStart(const char *url, const char *body);
+extern void ZimHttpWait(long timeout_ms);
+extern bool ZimHttpFinished(int id);
+extern void ZimHttpFinish(int id, ZimHttpResult *result);
+extern int	ZimHttpInFlight(void);
+extern int	ZimHttpAbortAll(void);
+
+/* shared.c */
+typedef struct ZimStats
+{
+	int64		requests;		/* HTTP exchanges started */
+	int64		succeeded;		/* answered with Code 0 */
+	int64		failed_connection;	/* class 08: no usable answer */
+	int64		failed_service; /* class ZP: non-zero Code or not a ZIM answer */
+	int64		canceled;		/* class 57: abandoned by a cancel or timeout */
+	int64		retries;		/* attempts scheduled again */
+	int64		throttled;		/* requests that waited for the limiter */
+	double		throttled_ms;	/* and how long in all */
+	int64		convs_changed;	/* ConvPinned: conversations changed */
+	int64		convs_failed;	/* ... and those in ErrorList */
+	double		latency_sum_ms;
+	double		latency_max_ms;
+	int64		latency_count;
+} ZimStats;
+
+typedef struct ZimActionState
+{
+	char		action[ZIM_MAX_ACTION_LEN + 1];
+	TimestampTz paused_until;	/* no request before this (backing off) */
+	ZimStats	stats;
+	int			capacity;		/* size of log[] */
+	int			head;			/* oldest entry of the ring */
+	int			count;			/* entries in the ring */
+	TimestampTz log[FLEXIBLE_ARRAY_MEMBER]; /* send times, ascending */
+} ZimActionState;
+
+extern void ZimSharedInstallHooks(void);
+extern bool ZimStateIsShared(void);
+extern void ZimStateLock(void);
+extern void ZimStateUnlock(void);
+extern bool ZimStateLockHeld(void);
+extern ZimActionState *ZimActionLookup(const char *action);
+extern int	ZimActionCount(void);
+extern ZimActionState *ZimActionByIndex(int i);
+extern TimestampTz ZimStatsResetTime(void);
+extern void ZimStatsResetAll(void);
 
 /* ratelimit.c */
-extern void ZimRateLimitAcquire(const char *action);
+extern TimestampTz ZimRateReserve(const char *action, TimestampTz now);
+extern void ZimRatePause(const char *action, int ms);
 
 /* api.c */
 
@@ -103,14 +159,49 @@ typedef struct ZimResponse
 	char	   *message;		/* "" if absent */
 	char	   *request_id;		/* "" if absent */
 	Jsonb	   *jsonb;			/* the whole answer */
-	int			attempts;		/* how many requests it took */
 } ZimResponse;
 
-extern void ZimCall(const char *action, const char *body, ZimRetryPolicy policy,
-					ZimResponse *response);
+/* Where one request of a ZimCallMany stands */
+typedef enum ZimRequestState
+{
+	ZIM_REQ_READY,				/* to be given a send time */
+	ZIM_REQ_SCHEDULED,			/* send time reserved, not yet reached */
+	ZIM_REQ_RUNNING,			/* on the wire */
+	ZIM_REQ_BACKOFF,			/* waiting before a retry */
+	ZIM_REQ_ANSWERED,			/* a ZIM answer, any Code */
+	ZIM_REQ_FAILED				/* no usable answer after the retries */
+} ZimRequestState;
+
+/* How a failed request failed */
+typedef enum ZimFailure
+{
+	ZIM_FAIL_TRANSPORT,			/* http.status says how */
+	ZIM_FAIL_HTTP_STATUS,		/* non-2xx without a ZIM answer */
+	ZIM_FAIL_BAD_ANSWER			/* not a ZIM answer */
+} ZimFailure;
+
+typedef struct ZimRequest
+{
+	const char *body;			/* in: the JSON body, UTF-8 */
+	ZimRequestState state;
+	int			attempts;		/* requests sent so far */
+	TimestampTz at;				/* SCHEDULED: send time; BACKOFF: its end */
+	int			transfer;		/* RUNNING: http.c's transfer */
+	StringInfoData url;			/* RUNNING: the signed URL (wiped after) */
+	ZimResponse response;		/* ANSWERED */
+	ZimHttpResult http;			/* the last exchange */
+	ZimFailure failure;			/* FAILED */
+	const char *why;			/* FAILED with ZIM_FAIL_BAD_ANSWER */
+} ZimRequest;
+
+extern void ZimCallMany(const char *action, ZimRetryPolicy policy,
+						ZimRequest *reqs, int n);
+extern void ZimRaiseFailure(const char *action, ZimRetryPolicy policy,
+							const ZimRequest *req, const char *extra_detail);
+extern void ZimRaiseForCode(const char *action, const ZimRequest *req,
+							const char *extra_detail);
 extern JsonbValue *ZimJsonGet(Jsonb *jb, const char *key);
 extern bool ZimHasErrorList(Jsonb *jb);
-extern void ZimRaiseForCode(const char *action, const ZimResponse *response,
-							const char *extra_detail);
+extern void ZimStatsCountConvs(const char *action, int64 changed, int64 failed);
 
 #endif							/* ZIM_PIN_H */

@@ -42,7 +42,8 @@ reset   ``{}``: forget users, pins, conversations, nonces, the request log,
         pending faults and counters; restore LatencyMs 0 and the command-line
         RateLimit and MaxConvs. Open connections stay open.
 config  ``{"LatencyMs"?, "RateLimit"?, "MaxConvs"?}``.
-fault   ``{"Fault": kind, "Count"?: 1, "Action"?: filter, "Code"?, "Message"?, "Ms"?}``
+fault   ``{"Fault": kind, "Count"?: 1, "Action"?: filter, "Match"?: substring of
+        the body, "Code"?, "Message"?, "Ms"?}``
         appends a fault; ``{"Fault": "clear"}`` empties the queue. Kinds:
         hang, reset, http500, http503, nonjson, truncated, oversized,
         wrongtypes, code, slow. Every ``POST /`` request whose Action does not
@@ -242,10 +243,12 @@ class State:
             self.connections += 1
             return self.next_conn_id
 
-    def take_fault(self, action: str) -> dict | None:
-        """Consume one count of the first fault matching `action` (locked)."""
+    def take_fault(self, action: str, raw: bytes = b"") -> dict | None:
+        """Consume one count of the first fault matching `action` and, if the
+        fault has a "Match" string, whose body contains it (locked)."""
         for i, f in enumerate(self.faults):
-            if f.get("Action") in (None, action):
+            if (f.get("Action") in (None, action)
+                    and (f.get("Match") is None or f["Match"].encode() in raw)):
                 f["Count"] -= 1
                 if f["Count"] <= 0:
                     del self.faults[i]
@@ -415,7 +418,10 @@ def ctl_fault(st: State, body: dict) -> tuple[bool, dict]:
             or not is_int(code) or not isinstance(msg, str)
             or (ms is not None and (not is_number(ms) or ms < 0))):
         return False, whole_call(2)
-    fault = {"Fault": kind, "Count": count, "Action": action}
+    match = body.get("Match")
+    if match is not None and not isinstance(match, str):
+        return False, whole_call(2)
+    fault = {"Fault": kind, "Count": count, "Action": action, "Match": match}
     if kind == "code":
         fault.update(Code=code, Message=msg)
     if kind == "slow":
@@ -657,7 +663,7 @@ class Handler(BaseHTTPRequestHandler):
             if nonce:
                 st.nonces.add(nonce)
             if not is_test:
-                fault = st.take_fault(action)
+                fault = st.take_fault(action, raw)
                 entry = {"Action": action,
                          "Convs": len(convs) if isinstance(convs, list) else None,
                          "Nonce": nonce, "Connection": self.conn_id,

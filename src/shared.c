@@ -1,0 +1,254 @@
+/*-------------------------------------------------------------------------
+ *
+ * shared.c
+ *	  Per-Action state: the rate limiter's log of send times, the shared
+ *	  pause after a rate-limit answer, and the statistics.
+ *
+ * When zim_pin is in shared_preload_libraries, the state lives in shared
+ * memory (shmem_request_hook / shmem_startup_hook) and is shared by every
+ * backend of the server; otherwise each backend keeps its own copy in
+ * TopMemoryContext and the limits and counts are per backend.
+ *
+ * Locking: one LWLock of the named tranche "zim_pin" protects everything
+ * here.  It is held only for a few instructions at a time (a slot lookup,
+ * a reservation, a counter update), never across a wait, an ereport or
+ * anything that can CHECK_FOR_INTERRUPTS.  Callers use ZimStateLock and
+ * ZimStateUnlock, which do nothing in per-backend mode.
+ *
+ * Shared memory holds no pointers: an Action's slot is a fixed-size struct
+ * whose log of send times is an array inside it, found by index.
+ *
+ * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zim_pin.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+/* the shared area: a header and ZIM_MAX_ACTIONS slots of fixed size */
+typedef struct ZimShared
+{
+	TimestampTz stats_reset;
+	int			n_actions;
+} ZimShared;
+
+#define SHARED_SLOT_SIZE \
+	MAXALIGN(offsetof(ZimActionState, log) + sizeof(TimestampTz) * ZIM_MAX_RATE)
+
+static ZimShared *zim_shared = NULL;
+static LWLock *zim_lock = NULL;
+
+
+/* per-backend mode */
+static ZimActionState *local_actions[ZIM_MAX_ACTIONS];
+static int	local_n_actions = 0;
+static TimestampTz local_stats_reset = 0;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static Size
+zim_shared_size(void)
+{
+	return add_size(MAXALIGN(sizeof(ZimShared)),
+					mul_size(ZIM_MAX_ACTIONS, SHARED_SLOT_SIZE));
+}
+
+static ZimActionState *
+shared_slot(int i)
+{
+	return (ZimActionState *) ((char *) zim_shared + MAXALIGN(sizeof(ZimShared)) +
+							   (Size) i * SHARED_SLOT_SIZE);
+}
+
+static void
+zim_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(zim_shared_size());
+	RequestNamedLWLockTranche("zim_pin", 1);
+}
+
+static void
+zim_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	zim_shared = ShmemInitStruct("zim_pin", zim_shared_size(), &found);
+	zim_lock = &(GetNamedLWLockTranche("zim_pin"))->lock;
+	if (!found)
+	{
+		memset(zim_shared, 0, zim_shared_size());
+		zim_shared->stats_reset = GetCurrentTimestamp();
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Called from _PG_init while shared_preload_libraries are processed.
+ */
+void
+ZimSharedInstallHooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = zim_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = zim_shmem_startup;
+}
+
+bool
+ZimStateIsShared(void)
+{
+	return zim_shared != NULL;
+}
+
+void
+ZimStateLock(void)
+{
+	if (zim_shared)
+		LWLockAcquire(zim_lock, LW_EXCLUSIVE);
+}
+
+void
+ZimStateUnlock(void)
+{
+	if (zim_shared)
+		LWLockRelease(zim_lock);
+}
+
+/*
+ * True if this backend holds the lock: only after an ERROR escaped a locked
+ * section (which does not happen by design); transaction abort releases it.
+ */
+bool
+ZimStateLockHeld(void)
+{
+	return zim_shared && LWLockHeldByMe(zim_lock);
+}
+
+/*
+ * In per-backend mode, make sure the slot's log can hold the current limit
+ * (the limit can grow on reload).  There is no lock in this mode, so the
+ * allocation is safe here.
+ */
+static ZimActionState *
+local_ensure_capacity(int i)
+{
+	ZimActionState *old = local_actions[i];
+	int			want = zim_requests_per_second;
+	ZimActionState *new;
+
+	if (old && old->capacity >= want)
+		return old;
+
+	new = MemoryContextAllocZero(TopMemoryContext,
+								 offsetof(ZimActionState, log) + sizeof(TimestampTz) * want);
+	if (old)
+	{
+		memcpy(new, old, offsetof(ZimActionState, log));
+		for (int k = 0; k < old->count; k++)
+			new->log[k] = old->log[(old->head + k) % old->capacity];
+		new->head = 0;
+		pfree(old);
+	}
+	new->capacity = want;
+	local_actions[i] = new;
+	return new;
+}
+
+/*
+ * The state of an Action; the caller holds ZimStateLock.  When all slots
+ * are taken, the last one is shared by every further Action (stricter, so
+ * still safe for the limit).
+ */
+ZimActionState *
+ZimActionLookup(const char *action)
+{
+	int			n = zim_shared ? zim_shared->n_actions : local_n_actions;
+	int			i;
+	ZimActionState *st;
+
+	for (i = 0; i < n; i++)
+	{
+		st = zim_shared ? shared_slot(i) : local_actions[i];
+		if (strcmp(st->action, action) == 0)
+			return zim_shared ? st : local_ensure_capacity(i);
+	}
+	if (n == ZIM_MAX_ACTIONS)
+		i = ZIM_MAX_ACTIONS - 1;
+	else
+	{
+		i = n;
+		if (zim_shared)
+		{
+			zim_shared->n_actions++;
+			st = shared_slot(i);
+			memset(st, 0, offsetof(ZimActionState, log));
+			st->capacity = ZIM_MAX_RATE;
+		}
+		else
+		{
+			local_n_actions++;
+			local_actions[i] = NULL;
+			st = local_ensure_capacity(i);
+		}
+		strlcpy(st->action, (i == ZIM_MAX_ACTIONS - 1) ? "(other)" : action,
+				sizeof(st->action));
+	}
+	return zim_shared ? shared_slot(i) : local_ensure_capacity(i);
+}
+
+/*
+ * Iterate over the Actions seen so far (caller holds the lock).
+ */
+int
+ZimActionCount(void)
+{
+	return zim_shared ? zim_shared->n_actions : local_n_actions;
+}
+
+ZimActionState *
+ZimActionByIndex(int i)
+{
+	return zim_shared ? shared_slot(i) : local_actions[i];
+}
+
+TimestampTz
+ZimStatsResetTime(void)
+{
+	if (zim_shared)
+		return zim_shared->stats_reset;
+	if (local_stats_reset == 0)
+		local_stats_reset = GetCurrentTimestamp();
+	return local_stats_reset;
+}
+
+/*
+ * Zero the counters of every Action (not the limiter's log).
+ */
+void
+ZimStatsResetAll(void)
+{
+	int			n;
+
+	ZimStateLock();
+	n = ZimActionCount();
+	for (int i = 0; i < n; i++)
+		memset(&ZimActionByIndex(i)->stats, 0, sizeof(ZimStats));
+	if (zim_shared)
+		zim_shared->stats_reset = GetCurrentTimestamp();
+	else
+		local_stats_reset = GetCurrentTimestamp();
+	ZimStateUnlock();
+}
