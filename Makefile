@@ -19,3 +19,6 @@ REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/tmp/regress.conf
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every file includes the one header
+$(OBJS): src/zim_pin.h

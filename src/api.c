@@ -708,8 +708,10 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake)
 			busy++;
 		}
 
-		if (req->state == ZIM_REQ_SCHEDULED && req->at <= now)
+		if (req->state == ZIM_REQ_SCHEDULED && req->at <= now &&
+			ZimRateGate(action, now, &req->at))
 		{
+			req->started = now;
 			initStringInfo(&req->url);
 			ZimSignedUrl(&req->url, zim_api_url, action);
 			req->transfer = ZimHttpStart(req->url.data, req->body);
@@ -758,6 +760,9 @@ zim_call_loop(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n
 			if (req->state != ZIM_REQ_RUNNING || !ZimHttpFinished(req->transfer))
 				continue;
 			ZimHttpFinish(req->transfer, &req->http);
+			ZimRateSent(action, req->http.request_sent
+						? req->started + (TimestampTz) (req->http.pretransfer_ms * 1000.0)
+						: 0);
 			zim_forget_url(req);
 			zim_judge(action, policy, req);
 		}
@@ -789,7 +794,14 @@ ZimCallMany(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
 	}
 	PG_FINALLY();
 	{
-		zim_stats_canceled(action, ZimHttpAbortAll());
+		int			running = ZimHttpAbortAll();
+
+		/* abandoned transfers may have left: count them as sent now */
+		if (!ZimStateLockHeld())
+			for (int i = 0; i < n; i++)
+				if (reqs[i].state == ZIM_REQ_RUNNING)
+					ZimRateSent(action, GetCurrentTimestamp());
+		zim_stats_canceled(action, running);
 		for (int i = 0; i < n; i++)
 			zim_forget_url(&reqs[i]);
 	}

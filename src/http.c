@@ -552,6 +552,8 @@ ZimHttpFinish(int id, ZimHttpResult *result)
 	result->request_sent = request_size > 0;
 	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &total);
 	result->elapsed_ms = total * 1000.0;
+	curl_easy_getinfo(t->easy, CURLINFO_PRETRANSFER_TIME, &total);
+	result->pretransfer_ms = total * 1000.0;
 
 	if (t->rc != CURLE_OK)
 	{

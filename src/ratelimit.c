@@ -32,9 +32,16 @@
  */
 #include "zim_pin.h"
 
+#include "storage/ipc.h"
 #include "utils/timestamp.h"
 
 #define RATE_WINDOW_US		(1000 * 1000 + 25 * 1000)
+
+/* transfers of this backend counted in an Action's inflight, by slot */
+static int	my_inflight[ZIM_MAX_ACTIONS];
+static bool exit_callback_registered = false;
+
+static void zim_rate_at_exit(int code, Datum arg);
 
 /*
  * Reserve the send time of one request of this Action; returns it (it may
@@ -51,7 +58,7 @@ ZimRateReserve(const char *action, TimestampTz now)
 	st = ZimActionLookup(action);
 
 	/* forget send times no future window can contain */
-	while (st->count > 0 && st->log[st->head] <= now - RATE_WINDOW_US)
+	while (st->count > 0 && ZimReservation(st, 0) <= now - RATE_WINDOW_US)
 	{
 		st->head = (st->head + 1) % st->capacity;
 		st->count--;
@@ -61,14 +68,14 @@ ZimRateReserve(const char *action, TimestampTz now)
 		t = st->paused_until;
 	if (st->count > 0)
 	{
-		TimestampTz last = st->log[(st->head + st->count - 1) % st->capacity];
+		TimestampTz last = ZimReservation(st, st->count - 1);
 
 		if (last > t)
 			t = last;
 	}
 	if (st->count >= limit)
 	{
-		TimestampTz nth = st->log[(st->head + st->count - limit) % st->capacity];
+		TimestampTz nth = ZimReservation(st, st->count - limit);
 
 		if (nth + RATE_WINDOW_US > t)
 			t = nth + RATE_WINDOW_US;
@@ -80,8 +87,8 @@ ZimRateReserve(const char *action, TimestampTz now)
 		st->head = (st->head + 1) % st->capacity;
 		st->count--;
 	}
-	st->log[(st->head + st->count) % st->capacity] = t;
 	st->count++;
+	ZimReservation(st, st->count - 1) = t;
 
 	if (t > now)
 	{
@@ -91,6 +98,120 @@ ZimRateReserve(const char *action, TimestampTz now)
 	ZimStateUnlock();
 
 	return t;
+}
+
+/*
+ * The gate a request passes when its reserved time has come, just before
+ * it starts.  Reservations assume a request leaves when it starts; one
+ * that must first open a TLS connection leaves later, and a burst of them
+ * can leave well after the next second's requests on warm connections were
+ * reserved.  So the gate counts what really happened: the send times that
+ * transfers have confirmed in the last window, plus every transfer started
+ * whose send time is not yet known (it may leave at any moment).  Only
+ * while that is under the limit may another start.  Returns false, and
+ * when to try again, if not.
+ */
+bool
+ZimRateGate(const char *action, TimestampTz now, TimestampTz *retry_at)
+{
+	ZimActionState *st;
+	int			limit = zim_requests_per_second;
+	bool		ok;
+
+	ZimStateLock();
+	st = ZimActionLookup(action);
+	while (st->sent_count > 0 && ZimSent(st, 0) <= now - RATE_WINDOW_US)
+	{
+		st->sent_head = (st->sent_head + 1) % st->capacity;
+		st->sent_count--;
+	}
+	ok = st->sent_count + st->inflight < limit;
+	if (ok)
+	{
+		st->inflight++;
+		my_inflight[ZimActionIndex(st)]++;
+	}
+	else
+	{
+		/* the oldest confirmed send leaves the window, or a transfer confirms */
+		*retry_at = now + 5 * 1000;
+		if (st->sent_count > 0 && st->inflight == 0)
+			*retry_at = ZimSent(st, 0) + RATE_WINDOW_US;
+	}
+	ZimStateUnlock();
+
+	if (ok && ZimStateIsShared() && !exit_callback_registered)
+	{
+		before_shmem_exit(zim_rate_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+	return ok;
+}
+
+/*
+ * A transfer that passed the gate is over: record when it left (0 if it
+ * surely never left).
+ */
+void
+ZimRateSent(const char *action, TimestampTz sent_at)
+{
+	ZimActionState *st;
+
+	ZimStateLock();
+	st = ZimActionLookup(action);
+	if (st->inflight > 0)
+		st->inflight--;
+	if (my_inflight[ZimActionIndex(st)] > 0)
+		my_inflight[ZimActionIndex(st)]--;
+	if (sent_at != 0)
+	{
+		int			i;
+
+		/* a full ring holds only entries older than the limit looks back */
+		if (st->sent_count == st->capacity)
+		{
+			st->sent_head = (st->sent_head + 1) % st->capacity;
+			st->sent_count--;
+		}
+		/* insert in order: transfers confirm roughly in send order */
+		st->sent_count++;
+		for (i = st->sent_count - 1; i > 0 && ZimSent(st, i - 1) > sent_at; i--)
+			ZimSent(st, i) = ZimSent(st, i - 1);
+		ZimSent(st, i) = sent_at;
+	}
+	ZimStateUnlock();
+}
+
+/*
+ * A backend that exits (even by FATAL, which runs no PG_FINALLY) must not
+ * leave transfers counted as in flight in shared memory.
+ */
+static void
+zim_rate_at_exit(int code, Datum arg)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (ZimStateLockHeld())
+		return;					/* LWLockReleaseAll comes later; skip */
+	ZimStateLock();
+	for (int i = 0; i < ZimActionCount() && i < ZIM_MAX_ACTIONS; i++)
+	{
+		ZimActionState *st = ZimActionByIndex(i);
+
+		while (my_inflight[i] > 0)
+		{
+			my_inflight[i]--;
+			if (st->inflight > 0)
+				st->inflight--;
+			/* it may have left: count it as sent now, conservatively */
+			if (st->sent_count < st->capacity)
+			{
+				st->sent_count++;
+				ZimSent(st, st->sent_count - 1) = now;
+			}
+		}
+	}
+	ZimStateUnlock();
 }
 
 /*

@@ -39,7 +39,7 @@ typedef struct ZimShared
 } ZimShared;
 
 #define SHARED_SLOT_SIZE \
-	MAXALIGN(offsetof(ZimActionState, log) + sizeof(TimestampTz) * ZIM_MAX_RATE)
+	MAXALIGN(offsetof(ZimActionState, log) + 2 * sizeof(TimestampTz) * ZIM_MAX_RATE)
 
 static ZimShared *zim_shared = NULL;
 static LWLock *zim_lock = NULL;
@@ -153,13 +153,17 @@ local_ensure_capacity(int i)
 		return old;
 
 	new = MemoryContextAllocZero(TopMemoryContext,
-								 offsetof(ZimActionState, log) + sizeof(TimestampTz) * want);
+								 offsetof(ZimActionState, log) + 2 * sizeof(TimestampTz) * want);
 	if (old)
 	{
 		memcpy(new, old, offsetof(ZimActionState, log));
-		for (int k = 0; k < old->count; k++)
-			new->log[k] = old->log[(old->head + k) % old->capacity];
+		new->capacity = want;
 		new->head = 0;
+		new->sent_head = 0;
+		for (int k = 0; k < old->count; k++)
+			ZimReservation(new, k) = ZimReservation(old, k);
+		for (int k = 0; k < old->sent_count; k++)
+			ZimSent(new, k) = ZimSent(old, k);
 		pfree(old);
 	}
 	new->capacity = want;
@@ -207,6 +211,20 @@ ZimActionLookup(const char *action)
 				sizeof(st->action));
 	}
 	return zim_shared ? shared_slot(i) : local_ensure_capacity(i);
+}
+
+/*
+ * The slot number of an Action's state.
+ */
+int
+ZimActionIndex(const ZimActionState *st)
+{
+	int			n = ZimActionCount();
+
+	for (int i = 0; i < n; i++)
+		if (ZimActionByIndex(i) == st)
+			return i;
+	return ZIM_MAX_ACTIONS - 1;
 }
 
 /*

@@ -90,6 +90,7 @@ typedef struct ZimHttpResult
 	StringInfoData body;		/* palloc'd copy of the answer */
 	char		error[256];		/* libcurl's text, redacted, or "" */
 	double		elapsed_ms;
+	double		pretransfer_ms; /* from start until the request left */
 } ZimHttpResult;
 
 extern int	ZimHttpStart(const char *url, const char *body);
@@ -122,11 +123,19 @@ typedef struct ZimActionState
 	char		action[ZIM_MAX_ACTION_LEN + 1];
 	TimestampTz paused_until;	/* no request before this (backing off) */
 	ZimStats	stats;
-	int			capacity;		/* size of log[] */
-	int			head;			/* oldest entry of the ring */
-	int			count;			/* entries in the ring */
-	TimestampTz log[FLEXIBLE_ARRAY_MEMBER]; /* send times, ascending */
+	int			capacity;		/* size of each of the two rings in log[] */
+	int			head;			/* reservations: oldest entry */
+	int			count;			/* reservations: entries */
+	int			sent_head;		/* confirmed send times: oldest entry */
+	int			sent_count;		/* confirmed send times: entries */
+	int			inflight;		/* started, send time not yet confirmed */
+	/* reservations in log[0, capacity), confirmed sends after; ascending */
+	TimestampTz log[FLEXIBLE_ARRAY_MEMBER];
 } ZimActionState;
+
+#define ZimReservation(st, i)	((st)->log[((st)->head + (i)) % (st)->capacity])
+#define ZimSent(st, i) \
+	((st)->log[(st)->capacity + ((st)->sent_head + (i)) % (st)->capacity])
 
 extern void ZimSharedInstallHooks(void);
 extern bool ZimStateIsShared(void);
@@ -134,6 +143,7 @@ extern void ZimStateLock(void);
 extern void ZimStateUnlock(void);
 extern bool ZimStateLockHeld(void);
 extern ZimActionState *ZimActionLookup(const char *action);
+extern int	ZimActionIndex(const ZimActionState *st);
 extern int	ZimActionCount(void);
 extern ZimActionState *ZimActionByIndex(int i);
 extern TimestampTz ZimStatsResetTime(void);
@@ -141,6 +151,8 @@ extern void ZimStatsResetAll(void);
 
 /* ratelimit.c */
 extern TimestampTz ZimRateReserve(const char *action, TimestampTz now);
+extern bool ZimRateGate(const char *action, TimestampTz now, TimestampTz *retry_at);
+extern void ZimRateSent(const char *action, TimestampTz sent_at);
 extern void ZimRatePause(const char *action, int ms);
 
 /* api.c */
@@ -187,6 +199,7 @@ typedef struct ZimRequest
 	int			attempts;		/* requests sent so far */
 	TimestampTz at;				/* SCHEDULED: send time; BACKOFF: its end */
 	int			transfer;		/* RUNNING: http.c's transfer */
+	TimestampTz started;		/* RUNNING: when it passed the rate gate */
 	StringInfoData url;			/* RUNNING: the signed URL (wiped after) */
 	ZimResponse response;		/* ANSWERED */
 	ZimHttpResult http;			/* the last exchange */
