@@ -311,12 +311,27 @@ zim_conv_pinned_common(FunctionCallInfo fcinfo, bool one_type)
 	int			n_bad = 0;
 	int64		changed = 0;
 	int64		failed = 0;
+	MemoryContext work;
+	MemoryContext oldcxt;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	/*
+	 * Everything but the rows lives in a context of this call, deleted
+	 * before it returns: a statement that calls us once per row must not
+	 * keep every call's requests and answers until it ends.
+	 */
+	work = AllocSetContextCreate(CurrentMemoryContext, "zim_pin call",
+								 ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(work);
 
 	n = zim_read_conv_args(fcinfo, one_type, &from_user_id, &convs, &pinned);
-
-	InitMaterializedSRF(fcinfo, 0);
 	if (n == 0)
+	{
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(work);
 		return (Datum) 0;
+	}
 
 	ZimCheckConfigured();
 
@@ -369,6 +384,9 @@ zim_conv_pinned_common(FunctionCallInfo fcinfo, bool one_type)
 			ZimRaiseFailure("ConvPinned", ZIM_RETRY_IDEMPOTENT, bad, where);
 		ZimRaiseForCode("ConvPinned", bad, where);
 	}
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(work);
 	return (Datum) 0;
 }
 
@@ -403,6 +421,10 @@ zim_api(PG_FUNCTION_ARGS)
 	char	   *body_text;
 	size_t		len;
 	ZimRequest	req = {0};
+	Jsonb	   *result;
+	MemoryContext work = AllocSetContextCreate(CurrentMemoryContext, "zim_pin call",
+											   ALLOCSET_DEFAULT_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(work);
 
 	zim_require_not_null(fcinfo, 0, "action");
 	zim_require_not_null(fcinfo, 1, "body");
@@ -429,7 +451,12 @@ zim_api(PG_FUNCTION_ARGS)
 	ZimCallMany(action, ZIM_RETRY_UNSENT_ONLY, &req, 1);
 	if (req.state == ZIM_REQ_FAILED)
 		ZimRaiseFailure(action, ZIM_RETRY_UNSENT_ONLY, &req, NULL);
-	PG_RETURN_JSONB_P(req.response.jsonb);
+
+	MemoryContextSwitchTo(oldcxt);
+	result = (Jsonb *) palloc(VARSIZE(req.response.jsonb));
+	memcpy(result, req.response.jsonb, VARSIZE(req.response.jsonb));
+	MemoryContextDelete(work);
+	PG_RETURN_JSONB_P(result);
 }
 
 /*

@@ -133,10 +133,15 @@ ZimRateGate(const char *action, TimestampTz now, TimestampTz *retry_at)
 	}
 	else
 	{
-		/* the oldest confirmed send leaves the window, or a transfer confirms */
-		*retry_at = now + 5 * 1000;
-		if (st->sent_count > 0 && st->inflight == 0)
+		/*
+		 * The count drops only when the oldest confirmed send leaves the
+		 * window (a transfer that confirms still counts, now as sent).  If
+		 * every counted request is still in flight, look again shortly.
+		 */
+		if (st->sent_count > 0)
 			*retry_at = ZimSent(st, 0) + RATE_WINDOW_US;
+		else
+			*retry_at = now + 5 * 1000;
 	}
 	ZimStateUnlock();
 

@@ -66,6 +66,7 @@ zim_cleanup() {
 # (the checkout itself may not be readable by postgres).
 zim_make_work() {
 	ZIM_WORK=$(mktemp -d /tmp/zim_pin.XXXXXX)
+	export ZIM_WORK
 	trap zim_cleanup EXIT
 	cp -r "$ZIM_SRC/Makefile" "$ZIM_SRC/sql" "$ZIM_SRC/expected" "$ZIM_SRC/test" "$ZIM_WORK/"
 	rm -rf "$ZIM_WORK/test/tmp"
