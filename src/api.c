@@ -711,12 +711,14 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake)
 		if (req->state == ZIM_REQ_SCHEDULED && req->at <= now &&
 			ZimRateGate(action, now, &req->at))
 		{
+			/* RUNNING from here on, so that cleanup releases the gate */
+			req->state = ZIM_REQ_RUNNING;
 			req->started = now;
+			req->transfer = -1;
 			initStringInfo(&req->url);
 			ZimSignedUrl(&req->url, zim_api_url, action);
 			req->transfer = ZimHttpStart(req->url.data, req->body);
 			req->attempts++;
-			req->state = ZIM_REQ_RUNNING;
 		}
 
 		if ((req->state == ZIM_REQ_SCHEDULED || req->state == ZIM_REQ_BACKOFF) &&
