@@ -82,6 +82,107 @@ GRANT EXECUTE ON FUNCTION @extschema@.zim_pin_stats() TO pg_read_all_stats;
 GRANT SELECT ON @extschema@.zim_pin_stats TO pg_read_all_stats;
 REVOKE ALL ON FUNCTION @extschema@.zim_pin_stats_reset() FROM PUBLIC;
 
+-- The transactional queue: jobs sent after their transaction commits.
+CREATE TABLE @extschema@.zim_pin_job (
+    job_id bigserial PRIMARY KEY,
+    from_user_id text NOT NULL,
+    conv_ids text[] NOT NULL,
+    conv_types integer[] NOT NULL,
+    pinned boolean NOT NULL,
+    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
+    attempts integer NOT NULL DEFAULT 0,
+    enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    last_code bigint,
+    last_message text,
+    claimed_by integer,         -- pid of the backend sending it now
+    claimed_until timestamptz   -- its lease
+);
+CREATE INDEX zim_pin_job_user ON @extschema@.zim_pin_job (from_user_id, job_id)
+    WHERE state = 'pending';
+CREATE INDEX zim_pin_job_due ON @extschema@.zim_pin_job (next_attempt_at)
+    WHERE state = 'pending';
+CREATE INDEX zim_pin_job_finished ON @extschema@.zim_pin_job (finished_at)
+    WHERE state <> 'pending';
+
+COMMENT ON TABLE @extschema@.zim_pin_job IS
+'zim_pin queue: one row per zim_conv_pinned_enqueue call';
+
+CREATE TABLE @extschema@.zim_pin_job_failure (
+    job_id bigint NOT NULL REFERENCES @extschema@.zim_pin_job ON DELETE CASCADE,
+    conv_id text NOT NULL,
+    conv_type integer NOT NULL,
+    sub_code bigint,
+    sub_message text
+);
+CREATE INDEX zim_pin_job_failure_job ON @extschema@.zim_pin_job_failure (job_id);
+
+COMMENT ON TABLE @extschema@.zim_pin_job_failure IS
+'zim_pin queue: one row per conversation a finished job did not change';
+
+-- pg_dump keeps the queue with the rest of the data
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.zim_pin_job', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.zim_pin_job_job_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.zim_pin_job_failure', '');
+
+CREATE FUNCTION @extschema@.zim_conv_pinned_enqueue(
+    from_user_id text,
+    conv_ids text[],
+    conv_types integer[],
+    pinned boolean)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'zim_conv_pinned_enqueue'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION @extschema@.zim_conv_pinned_enqueue(
+    from_user_id text,
+    conv_ids text[],
+    conv_type integer,
+    pinned boolean)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'zim_conv_pinned_enqueue_one_type'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION @extschema@.zim_conv_pinned_enqueue(text, text[], integer[], boolean) IS
+'queue a pin or unpin, sent after the transaction commits; returns the job id';
+COMMENT ON FUNCTION @extschema@.zim_conv_pinned_enqueue(text, text[], integer, boolean) IS
+'queue a pin or unpin of conversations of one type, sent after the transaction commits';
+
+CREATE FUNCTION @extschema@.zim_pin_run_jobs(max_jobs integer DEFAULT 1000)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'zim_pin_run_jobs'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION @extschema@.zim_pin_run_jobs(integer) IS
+'send due queued jobs now, in this transaction; returns how many finished';
+
+CREATE VIEW @extschema@.zim_pin_backlog AS
+SELECT count(*) AS pending,
+       clock_timestamp() - min(enqueued_at) AS oldest_pending_age,
+       coalesce(sum(ceil(cardinality(conv_ids)::numeric
+                         / current_setting('zim_pin.max_convs_per_request')::integer)), 0)::bigint
+           AS pending_requests,
+       make_interval(secs => coalesce(sum(ceil(cardinality(conv_ids)::numeric
+                         / current_setting('zim_pin.max_convs_per_request')::integer)), 0)
+                         / current_setting('zim_pin.requests_per_second')::numeric)
+           AS expected_drain_time
+FROM @extschema@.zim_pin_job
+WHERE state = 'pending';
+
+COMMENT ON VIEW @extschema@.zim_pin_backlog IS
+'zim_pin queue: pending jobs, age of the oldest, and time to drain at the current rate';
+
+REVOKE ALL ON @extschema@.zim_pin_job, @extschema@.zim_pin_job_failure,
+              @extschema@.zim_pin_backlog FROM PUBLIC;
+REVOKE ALL ON SEQUENCE @extschema@.zim_pin_job_job_id_seq FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.zim_conv_pinned_enqueue(text, text[], integer[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.zim_conv_pinned_enqueue(text, text[], integer, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.zim_pin_run_jobs(integer) FROM PUBLIC;
+
 -- Sending is for the roles an administrator chooses.
 REVOKE ALL ON FUNCTION @extschema@.zim_conv_pinned(text, text[], integer[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.zim_conv_pinned(text, text[], integer, boolean) FROM PUBLIC;

@@ -65,8 +65,8 @@ code_is_rate_limit(int64 code)
 	return code_in(code, codes, lengthof(codes));
 }
 
-static bool
-code_is_retryable(int64 code, ZimRetryPolicy policy)
+bool
+ZimCodeIsRetryable(int64 code, ZimRetryPolicy policy)
 {
 	static const int64 idempotent[] = {1, 7, 660000001, 660000003, 660300005};
 	static const int64 unsent[] = {1, 7, 660300005, 660700001};
@@ -573,10 +573,13 @@ zim_stats_canceled(const char *action, int n)
  * Put a request into backoff before its next attempt, or decide it has no
  * attempt left.  Returns true if it will be retried.
  */
+/* retries allowed in the current ZimCallMany */
+static int	call_max_retries = 0;
+
 static bool
 zim_maybe_retry(ZimRequest *req, bool retryable, bool rate_limited)
 {
-	if (!retryable || req->attempts > zim_max_retries)
+	if (!retryable || req->attempts > call_max_retries)
 		return false;
 	req->state = ZIM_REQ_BACKOFF;
 	req->at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -657,7 +660,7 @@ zim_judge(const char *action, ZimRetryPolicy policy, ZimRequest *req)
 		ZimRatePause(action, BACKOFF_RATE_BASE_MS);
 	}
 	retry = req->response.code != 0 &&
-		zim_maybe_retry(req, code_is_retryable(req->response.code, policy) &&
+		zim_maybe_retry(req, ZimCodeIsRetryable(req->response.code, policy) &&
 						!ZimHasErrorList(req->response.jsonb),
 						code_is_rate_limit(req->response.code));
 	zim_stats_attempt(action, http->elapsed_ms,
@@ -777,11 +780,14 @@ zim_call_loop(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n
  * when every request is ANSWERED (any Code: the caller judges it) or
  * FAILED (the caller raises with ZimRaiseFailure).  Raises only for
  * interrupts and resource failures, after detaching every transfer.
+ * max_retries < 0 means zim_pin.max_retries.
  */
 void
-ZimCallMany(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
+ZimCallMany(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n,
+			int max_retries)
 {
 	ZimCheckConfigured();
+	call_max_retries = max_retries >= 0 ? max_retries : zim_max_retries;
 
 	for (int i = 0; i < n; i++)
 	{

@@ -36,6 +36,9 @@ PG_FUNCTION_INFO_V1(zim_conv_pinned_one_type);
 PG_FUNCTION_INFO_V1(zim_api);
 PG_FUNCTION_INFO_V1(zim_pin_signature);
 PG_FUNCTION_INFO_V1(zim_pin_stats);
+PG_FUNCTION_INFO_V1(zim_conv_pinned_enqueue);
+PG_FUNCTION_INFO_V1(zim_conv_pinned_enqueue_one_type);
+PG_FUNCTION_INFO_V1(zim_pin_run_jobs);
 PG_FUNCTION_INFO_V1(zim_pin_stats_reset);
 
 /* the characters the vendor allows in a user id */
@@ -43,12 +46,6 @@ static const char user_id_chars[] =
 "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 "!#$%&()+-:;<=.>?@[]^_ {}|~";
 
-/* one conversation to change */
-typedef struct ZimConv
-{
-	char	   *id;
-	int32		type;
-} ZimConv;
 
 static void
 zim_require_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
@@ -187,8 +184,8 @@ zim_read_conv_args(FunctionCallInfo fcinfo, bool one_type,
 }
 
 /* the body of one ConvPinned request, in UTF-8 */
-static char *
-zim_conv_pinned_body(const char *from_user_id, const ZimConv *convs, int n,
+char *
+ZimConvPinnedBody(const char *from_user_id, const ZimConv *convs, int n,
 					 bool pinned)
 {
 	StringInfoData buf;
@@ -289,8 +286,8 @@ zim_put_error_rows(ReturnSetInfo *rsinfo, Jsonb *jb)
 }
 
 /* was this request of ConvPinned a failure of the whole request? */
-static bool
-zim_request_failed(const ZimRequest *req)
+bool
+ZimRequestFailedWhole(const ZimRequest *req)
 {
 	return req->state == ZIM_REQ_FAILED ||
 		(req->response.code != 0 && !ZimHasErrorList(req->response.jsonb));
@@ -342,17 +339,17 @@ zim_conv_pinned_common(FunctionCallInfo fcinfo, bool one_type)
 	{
 		int			first = c * chunk;
 
-		reqs[c].body = zim_conv_pinned_body(from_user_id, convs + first,
+		reqs[c].body = ZimConvPinnedBody(from_user_id, convs + first,
 											Min(chunk, n - first), pinned);
 	}
 
-	ZimCallMany("ConvPinned", ZIM_RETRY_IDEMPOTENT, reqs, n_chunks);
+	ZimCallMany("ConvPinned", ZIM_RETRY_IDEMPOTENT, reqs, n_chunks, -1);
 
 	for (int c = 0; c < n_chunks; c++)
 	{
 		int			count = Min(chunk, n - c * chunk);
 
-		if (zim_request_failed(&reqs[c]))
+		if (ZimRequestFailedWhole(&reqs[c]))
 		{
 			if (first_bad < 0)
 				first_bad = c;
@@ -448,7 +445,7 @@ zim_api(PG_FUNCTION_ARGS)
 	body_text = pg_server_to_any(body_text, strlen(body_text), PG_UTF8);
 
 	req.body = body_text;
-	ZimCallMany(action, ZIM_RETRY_UNSENT_ONLY, &req, 1);
+	ZimCallMany(action, ZIM_RETRY_UNSENT_ONLY, &req, 1, -1);
 	if (req.state == ZIM_REQ_FAILED)
 		ZimRaiseFailure(action, ZIM_RETRY_UNSENT_ONLY, &req, NULL);
 
@@ -553,4 +550,55 @@ zim_pin_stats_reset(PG_FUNCTION_ARGS)
 {
 	ZimStatsResetAll();
 	PG_RETURN_VOID();
+}
+
+static Datum
+zim_enqueue_common(FunctionCallInfo fcinfo, bool one_type)
+{
+	char	   *from_user_id;
+	ZimConv    *convs;
+	bool		pinned;
+	int			n;
+
+	n = zim_read_conv_args(fcinfo, one_type, &from_user_id, &convs, &pinned);
+	PG_RETURN_INT64(ZimJobEnqueue(from_user_id, convs, n, pinned));
+}
+
+/*
+ * zim_conv_pinned_enqueue(from_user_id text, conv_ids text[],
+ *						   conv_types int[], pinned boolean) returns bigint
+ */
+Datum
+zim_conv_pinned_enqueue(PG_FUNCTION_ARGS)
+{
+	return zim_enqueue_common(fcinfo, false);
+}
+
+/*
+ * zim_conv_pinned_enqueue(from_user_id text, conv_ids text[],
+ *						   conv_type int, pinned boolean) returns bigint
+ */
+Datum
+zim_conv_pinned_enqueue_one_type(PG_FUNCTION_ARGS)
+{
+	return zim_enqueue_common(fcinfo, true);
+}
+
+/*
+ * zim_pin_run_jobs(max_jobs int) returns int: process due jobs now, in the
+ * calling transaction; returns how many finished.
+ */
+Datum
+zim_pin_run_jobs(PG_FUNCTION_ARGS)
+{
+	int32		max_jobs = PG_ARGISNULL(0) ? 1000 : PG_GETARG_INT32(0);
+
+	if (max_jobs < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_jobs must not be negative")));
+	if (max_jobs == 0)
+		PG_RETURN_INT32(0);
+	ZimCheckConfigured();
+	PG_RETURN_INT32(ZimRunJobs(max_jobs, false));
 }

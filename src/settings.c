@@ -36,6 +36,9 @@ int			zim_timeout_ms = 10000;
 int			zim_max_retries = 3;
 int			zim_requests_per_second = 20;
 int			zim_max_convs_per_request = 20;
+char	   *zim_worker_database = NULL;
+int			zim_job_max_attempts = 10;
+int			zim_job_retention_min = 7 * 24 * 60;
 
 /* the GUC variables of the two settings whose real value lives in "extra" */
 static char *app_id_string = NULL;
@@ -266,6 +269,33 @@ ZimDefineSettings(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("zim_pin.worker_database",
+							   "Database whose queue a background worker drains; empty means no worker.",
+							   "Needs zim_pin in shared_preload_libraries.",
+							   &zim_worker_database,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zim_pin.job_max_attempts",
+							"Attempts of a queued job before it fails after transient errors.",
+							NULL,
+							&zim_job_max_attempts,
+							10, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zim_pin.job_retention",
+							"How long finished jobs are kept before the worker deletes them.",
+							NULL,
+							&zim_job_retention_min,
+							7 * 24 * 60, 1, INT_MAX / 60,
+							PGC_SIGHUP,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("zim_pin");
 }
 
@@ -285,6 +315,12 @@ ZimCheckConfigured(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("zim_pin.server_secret is not set"),
 				 errhint("Set zim_pin.app_id and zim_pin.server_secret in postgresql.conf and reload.")));
+}
+
+bool
+ZimIsConfigured(void)
+{
+	return app_id_value != NULL && secret_value != NULL && secret_value[0] != '\0';
 }
 
 uint32

@@ -36,6 +36,7 @@ typedef struct ZimShared
 {
 	TimestampTz stats_reset;
 	int			n_actions;
+	ZimQueueShared queue;
 } ZimShared;
 
 #define SHARED_SLOT_SIZE \
@@ -91,6 +92,8 @@ zim_shmem_startup(void)
 	{
 		memset(zim_shared, 0, zim_shared_size());
 		zim_shared->stats_reset = GetCurrentTimestamp();
+		zim_shared->queue.launcher_procno = -1;
+		zim_shared->queue.worker_procno = -1;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -105,6 +108,16 @@ ZimSharedInstallHooks(void)
 	shmem_request_hook = zim_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = zim_shmem_startup;
+}
+
+/*
+ * The queue's coordination state (caller holds the lock); NULL when not
+ * preloaded.
+ */
+ZimQueueShared *
+ZimQueueState(void)
+{
+	return zim_shared ? &zim_shared->queue : NULL;
 }
 
 bool

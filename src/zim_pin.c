@@ -25,5 +25,8 @@ _PG_init(void)
 {
 	ZimDefineSettings();
 	if (process_shared_preload_libraries_in_progress)
+	{
 		ZimSharedInstallHooks();
+		ZimQueueRegisterWorkers();
+	}
 }

@@ -56,9 +56,13 @@ extern int	zim_timeout_ms;
 extern int	zim_max_retries;
 extern int	zim_requests_per_second;
 extern int	zim_max_convs_per_request;
+extern char *zim_worker_database;
+extern int	zim_job_max_attempts;
+extern int	zim_job_retention_min;
 
 extern void ZimDefineSettings(void);
 extern void ZimCheckConfigured(void);
+extern bool ZimIsConfigured(void);
 extern uint32 ZimAppId(void);
 extern const char *ZimServerSecret(void);
 extern const char *ZimRedact(const char *text);
@@ -137,6 +141,17 @@ typedef struct ZimActionState
 #define ZimSent(st, i) \
 	((st)->log[(st)->capacity + ((st)->sent_head + (i)) % (st)->capacity])
 
+/* coordination of the queue's launcher, worker and enqueuing backends */
+typedef struct ZimQueueShared
+{
+	int			launcher_procno;	/* -1: no launcher */
+	int			worker_procno;	/* -1: no worker running */
+	bool		work_pending;	/* a commit enqueued since the worker looked */
+	TimestampTz next_due;		/* earliest retry the worker left, 0: none */
+	TimestampTz last_housekeeping;
+} ZimQueueShared;
+
+extern ZimQueueShared *ZimQueueState(void);
 extern void ZimSharedInstallHooks(void);
 extern bool ZimStateIsShared(void);
 extern void ZimStateLock(void);
@@ -208,7 +223,8 @@ typedef struct ZimRequest
 } ZimRequest;
 
 extern void ZimCallMany(const char *action, ZimRetryPolicy policy,
-						ZimRequest *reqs, int n);
+						ZimRequest *reqs, int n, int max_retries);
+extern bool ZimCodeIsRetryable(int64 code, ZimRetryPolicy policy);
 extern void ZimRaiseFailure(const char *action, ZimRetryPolicy policy,
 							const ZimRequest *req, const char *extra_detail);
 extern void ZimRaiseForCode(const char *action, const ZimRequest *req,
@@ -216,5 +232,26 @@ extern void ZimRaiseForCode(const char *action, const ZimRequest *req,
 extern JsonbValue *ZimJsonGet(Jsonb *jb, const char *key);
 extern bool ZimHasErrorList(Jsonb *jb);
 extern void ZimStatsCountConvs(const char *action, int64 changed, int64 failed);
+
+/* functions.c */
+
+/* one conversation to change */
+typedef struct ZimConv
+{
+	char	   *id;
+	int32		type;
+} ZimConv;
+
+extern char *ZimConvPinnedBody(const char *from_user_id, const ZimConv *convs,
+							   int n, bool pinned);
+extern bool ZimRequestFailedWhole(const ZimRequest *req);
+
+/* queue.c */
+extern int64 ZimJobEnqueue(const char *from_user_id, const ZimConv *convs, int n,
+						   bool pinned);
+extern int	ZimRunJobs(int max_jobs, bool in_worker);
+extern void ZimQueueRegisterWorkers(void);
+extern PGDLLEXPORT void zim_pin_launcher_main(Datum arg);
+extern PGDLLEXPORT void zim_pin_worker_main(Datum arg);
 
 #endif							/* ZIM_PIN_H */
