@@ -665,6 +665,7 @@ static void
 zim_worker_at_exit(int code, Datum arg)
 {
 	ZimQueueShared *q;
+	int			launcher = -1;
 
 	if (ZimStateLockHeld())
 		return;
@@ -677,7 +678,13 @@ zim_worker_at_exit(int code, Datum arg)
 		if (code != 0)
 			q->next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 	}
+	if (q)
+		launcher = q->launcher_procno;
 	ZimStateUnlock();
+
+	/* the launcher sleeps until the next due time: tell it the news */
+	if (launcher >= 0)
+		SetLatch(&ProcGlobal->allProcs[launcher].procLatch);
 }
 
 /*
@@ -711,6 +718,11 @@ zim_pin_worker_main(Datum arg)
 		long		timeout;
 
 		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
 		ZimStateLock();
 		ZimQueueState()->work_pending = false;
 		ZimStateUnlock();
@@ -722,11 +734,6 @@ zim_pin_worker_main(Datum arg)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 10 * 1000L, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
-			if (ConfigReloadPending)
-			{
-				ConfigReloadPending = false;
-				ProcessConfigFile(PGC_SIGHUP);
-			}
 			continue;
 		}
 
@@ -769,11 +776,6 @@ zim_pin_worker_main(Datum arg)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
 	}
 }
 
