@@ -281,7 +281,8 @@ zim_batch_requests(ZimJob *jobs, int n_jobs, int *n_reqs)
 	for (int j = 0; j < n_jobs; j++)
 	{
 		jobs[j].first_req = total;
-		jobs[j].n_reqs = Max(1, (jobs[j].n + chunk - 1) / chunk);
+		/* an empty job sends nothing and is done */
+		jobs[j].n_reqs = (jobs[j].n + chunk - 1) / chunk;
 		total += jobs[j].n_reqs;
 	}
 	reqs = palloc0(sizeof(ZimRequest) * Max(total, 1));

@@ -25,7 +25,7 @@ zim_log() { printf '== %s\n' "$*" >&2; }
 zim_install_deps() {
 	local pkgs=(make gcc pkg-config openssl curl python3
 		"postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
-		libcurl4-openssl-dev libssl-dev libipc-run-perl)
+		libcurl4-openssl-dev libssl-dev libipc-run-perl "postgresql-$PG_MAJOR-cron")
 	local missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
