@@ -27,6 +27,7 @@
 #include <ctype.h>
 #include <limits.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 char	   *zim_api_url = NULL;
@@ -269,14 +270,16 @@ ZimDefineSettings(void)
 							0,
 							NULL, NULL, NULL);
 
-	DefineCustomStringVariable("zim_pin.worker_database",
-							   "Database whose queue a background worker drains; empty means no worker.",
-							   "Needs zim_pin in shared_preload_libraries.",
-							   &zim_worker_database,
-							   "",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
+	/* a postmaster setting can only be defined while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("zim_pin.worker_database",
+								   "Database whose queue a background worker drains; empty means no worker.",
+								   "Needs zim_pin in shared_preload_libraries.",
+								   &zim_worker_database,
+								   "",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("zim_pin.job_max_attempts",
 							"Attempts of a queued job before it fails after transient errors.",
