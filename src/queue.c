@@ -66,6 +66,8 @@
 #define CLAIM_LEASE			"10 minutes"
 /* the worker exits after this long with nothing to do */
 #define WORKER_IDLE_MS		1000
+/* how soon to look again at due jobs that another runner holds */
+#define BLOCKED_RECHECK_MS	5000
 /* job retries: first delay, doubled, capped */
 #define JOB_BACKOFF_BASE_MS	1000
 #define JOB_BACKOFF_CAP_MS	(5 * 60 * 1000)
@@ -748,11 +750,19 @@ zim_pin_worker_main(Datum arg)
 		ZimStateUnlock();
 		next_due = zim_worker_housekeeping(housekeeping);
 
-		if (done > 0 || (next_due != 0 && next_due <= now))
+		if (done > 0)
 		{
 			idle_since = now;
 			continue;
 		}
+
+		/*
+		 * Nothing finished.  Due jobs that could not be claimed are held by
+		 * another runner (zim_pin_run_jobs) or wait behind a job of the same
+		 * user that is; look again in a while rather than spin.
+		 */
+		if (next_due != 0 && next_due <= now)
+			next_due = TimestampTzPlusMilliseconds(now, BLOCKED_RECHECK_MS);
 
 		/* idle: leave, unless work arrived meanwhile */
 		if (TimestampDifferenceExceeds(idle_since, now, WORKER_IDLE_MS))
