@@ -321,6 +321,70 @@ zim_read_answer(const StringInfo body, ZimResponse *resp, const char **why)
 	return true;
 }
 
+/* the reason an ErrorList entry is malformed, or NULL */
+static const char *
+zim_error_item(JsonbContainer *obj, ZimErrorItem *item)
+{
+	JsonbValue	v;
+	int64		type;
+
+	if (!getKeyJsonValueFromContainer(obj, "ConvId", 6, &v) || v.type != jbvString)
+		return "has no string \"ConvId\"";
+	item->conv_id = pnstrdup(v.val.string.val, v.val.string.len);
+
+	if (!getKeyJsonValueFromContainer(obj, "ConvType", 8, &v) ||
+		!zim_numeric_int64(&v, &type) || type < PG_INT32_MIN || type > PG_INT32_MAX)
+		return "has no integer \"ConvType\"";
+	item->conv_type = (int32) type;
+
+	if (!getKeyJsonValueFromContainer(obj, "SubCode", 7, &v) ||
+		!zim_numeric_int64(&v, &item->sub_code))
+		return "has no integer \"SubCode\"";
+
+	item->sub_message = NULL;
+	if (getKeyJsonValueFromContainer(obj, "SubMessage", 10, &v) && v.type == jbvString)
+		item->sub_message = pnstrdup(v.val.string.val, v.val.string.len);
+	return NULL;
+}
+
+/*
+ * The entries of a ConvPinned answer's ErrorList.  strict: a malformed
+ * entry raises ZP005; otherwise it is skipped (the queue records what it
+ * can rather than fail a job forever on one bad entry).
+ */
+int
+ZimErrorListItems(Jsonb *jb, bool strict, ZimErrorItem **items_out)
+{
+	JsonbValue *list = ZimJsonGet(jb, "ErrorList");
+	ZimErrorItem *items;
+	int			n;
+	int			k = 0;
+
+	*items_out = NULL;
+	if (list == NULL || list->type != jbvBinary)
+		return 0;
+	n = JsonContainerSize(list->val.binary.data);
+	items = palloc0(sizeof(ZimErrorItem) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(list->val.binary.data, i);
+		const char *why = "is not an object";
+
+		if (v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data))
+			why = zim_error_item(v->val.binary.data, &items[k]);
+		if (why == NULL)
+			k++;
+		else if (strict)
+			ereport(ERROR,
+					(errcode(ERRCODE_ZIM_BAD_RESPONSE),
+					 errmsg("invalid answer from the ZIM server"),
+					 errdetail("An entry of \"ErrorList\" %s.", why),
+					 errhint("Check that zim_pin.api_url points to the ZIM server API.")));
+	}
+	*items_out = items;
+	return k;
+}
+
 bool
 ZimHasErrorList(Jsonb *jb)
 {

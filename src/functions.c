@@ -206,80 +206,27 @@ ZimConvPinnedBody(const char *from_user_id, const ZimConv *convs, int n,
 	return pg_server_to_any(buf.data, buf.len, PG_UTF8);
 }
 
-static void
-zim_bad_error_list(const char *why)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_ZIM_BAD_RESPONSE),
-			 errmsg("invalid answer from the ZIM server"),
-			 errdetail("An entry of \"ErrorList\" %s.", why),
-			 errhint("Check that zim_pin.api_url points to the ZIM server API.")));
-}
-
 /*
  * Add one row per ErrorList entry of a ConvPinned answer; returns how many.
  */
 static int
 zim_put_error_rows(ReturnSetInfo *rsinfo, Jsonb *jb)
 {
-	JsonbValue *list = ZimJsonGet(jb, "ErrorList");
-	JsonbContainer *arr;
-	int			n;
-
-	if (list == NULL || list->type != jbvBinary)
-		return 0;
-	arr = list->val.binary.data;
-	n = JsonContainerSize(arr);
+	ZimErrorItem *items;
+	int			n = ZimErrorListItems(jb, true, &items);
 
 	for (int i = 0; i < n; i++)
 	{
-		JsonbValue *item = getIthJsonbValueFromContainer(arr, i);
-		JsonbValue	v;
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
-		char	   *s;
-		char	   *end;
 
-		if (item->type != jbvBinary || !JsonContainerIsObject(item->val.binary.data))
-			zim_bad_error_list("is not an object");
-
-		if (!getKeyJsonValueFromContainer(item->val.binary.data, "ConvId", 6, &v) ||
-			v.type != jbvString)
-			zim_bad_error_list("has no string \"ConvId\"");
-		values[0] = PointerGetDatum(cstring_to_text_with_len(v.val.string.val,
-															 v.val.string.len));
-
-		if (!getKeyJsonValueFromContainer(item->val.binary.data, "ConvType", 8, &v) ||
-			v.type != jbvNumeric)
-			zim_bad_error_list("has no numeric \"ConvType\"");
-		s = DatumGetCString(DirectFunctionCall1(numeric_out,
-												NumericGetDatum(v.val.numeric)));
-		errno = 0;
-		{
-			long		t = strtol(s, &end, 10);
-
-			if (errno != 0 || *end != '\0' || t < PG_INT32_MIN || t > PG_INT32_MAX)
-				zim_bad_error_list("has an invalid \"ConvType\"");
-			values[1] = Int32GetDatum((int32) t);
-		}
-
-		if (!getKeyJsonValueFromContainer(item->val.binary.data, "SubCode", 7, &v) ||
-			v.type != jbvNumeric)
-			zim_bad_error_list("has no numeric \"SubCode\"");
-		s = DatumGetCString(DirectFunctionCall1(numeric_out,
-												NumericGetDatum(v.val.numeric)));
-		errno = 0;
-		values[2] = Int64GetDatum(strtoi64(s, &end, 10));
-		if (errno != 0 || *end != '\0')
-			zim_bad_error_list("has an invalid \"SubCode\"");
-
-		if (getKeyJsonValueFromContainer(item->val.binary.data, "SubMessage", 10, &v) &&
-			v.type == jbvString)
-			values[3] = PointerGetDatum(cstring_to_text_with_len(v.val.string.val,
-																 v.val.string.len));
+		values[0] = CStringGetTextDatum(items[i].conv_id);
+		values[1] = Int32GetDatum(items[i].conv_type);
+		values[2] = Int64GetDatum(items[i].sub_code);
+		if (items[i].sub_message)
+			values[3] = CStringGetTextDatum(items[i].sub_message);
 		else
 			nulls[3] = true;
-
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return n;

@@ -337,43 +337,12 @@ zim_failure_row(const char *schema, int64 job_id, const char *conv_id, int32 con
 static int
 zim_failure_rows_from(const char *schema, int64 job_id, Jsonb *jb)
 {
-	JsonbValue *list = ZimJsonGet(jb, "ErrorList");
-	int			n;
+	ZimErrorItem *items;
+	int			n = ZimErrorListItems(jb, false, &items);
 
-	if (list == NULL || list->type != jbvBinary)
-		return 0;
-	n = JsonContainerSize(list->val.binary.data);
 	for (int i = 0; i < n; i++)
-	{
-		JsonbValue *item = getIthJsonbValueFromContainer(list->val.binary.data, i);
-		JsonbValue	v;
-		char	   *conv_id = "";
-		int32		conv_type = 0;
-		int64		code = 0;
-		bool		has_code = false;
-		char	   *message = NULL;
-
-		if (item->type != jbvBinary || !JsonContainerIsObject(item->val.binary.data))
-			continue;
-		if (getKeyJsonValueFromContainer(item->val.binary.data, "ConvId", 6, &v) &&
-			v.type == jbvString)
-			conv_id = pnstrdup(v.val.string.val, v.val.string.len);
-		if (getKeyJsonValueFromContainer(item->val.binary.data, "ConvType", 8, &v) &&
-			v.type == jbvNumeric)
-			conv_type = DatumGetInt32(DirectFunctionCall1(numeric_int4,
-														  NumericGetDatum(v.val.numeric)));
-		if (getKeyJsonValueFromContainer(item->val.binary.data, "SubCode", 7, &v) &&
-			v.type == jbvNumeric)
-		{
-			code = DatumGetInt64(DirectFunctionCall1(numeric_int8,
-													 NumericGetDatum(v.val.numeric)));
-			has_code = true;
-		}
-		if (getKeyJsonValueFromContainer(item->val.binary.data, "SubMessage", 10, &v) &&
-			v.type == jbvString)
-			message = pnstrdup(v.val.string.val, v.val.string.len);
-		zim_failure_row(schema, job_id, conv_id, conv_type, has_code, code, message);
-	}
+		zim_failure_row(schema, job_id, items[i].conv_id, items[i].conv_type,
+						true, items[i].sub_code, items[i].sub_message);
 	return n;
 }
 

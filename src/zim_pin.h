@@ -231,6 +231,17 @@ extern void ZimRaiseForCode(const char *action, const ZimRequest *req,
 							const char *extra_detail);
 extern JsonbValue *ZimJsonGet(Jsonb *jb, const char *key);
 extern bool ZimHasErrorList(Jsonb *jb);
+
+/* one entry of a ConvPinned answer's ErrorList */
+typedef struct ZimErrorItem
+{
+	char	   *conv_id;
+	int32		conv_type;
+	int64		sub_code;
+	char	   *sub_message;	/* NULL if absent */
+} ZimErrorItem;
+
+extern int	ZimErrorListItems(Jsonb *jb, bool strict, ZimErrorItem **items);
 extern void ZimStatsCountConvs(const char *action, int64 changed, int64 failed);
 
 /* functions.c */
