@@ -147,9 +147,19 @@ is($node->safe_psql('postgres', q{
 $node->safe_psql('postgres', q{
 	SELECT zim_conv_pinned_enqueue('q' || (1 + i % 4), ARRAY['m' || i], 2, true) FROM generate_series(1, 20) i;
 });
+# jobs finished long ago, for the housekeeping the restarted worker does first
+$node->safe_psql('postgres', q{
+	UPDATE zim_pin_job SET finished_at = finished_at - interval '8 days'
+	WHERE conv_ids = ARRAY['order'];
+});
 $node->stop('immediate');
 $node->start;
 ok(defined wait_all_finished('after immediate restart', 60), 'after an immediate-mode restart, every job finished');
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 0 FROM zim_pin_job WHERE conv_ids = ARRAY['order']}),
+	'the worker deleted the 48 jobs finished more than zim_pin.job_retention (7 days) ago');
+is($node->safe_psql('postgres', q{SELECT count(*) > 0 FROM zim_pin_job WHERE conv_ids[1] LIKE 'k%'}),
+	't', '... and kept the recent ones');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FILTER (WHERE state = 'done') FROM zim_pin_job WHERE conv_ids[1] LIKE 'm%'}),
 	'20', '... all 20 done');
