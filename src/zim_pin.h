@@ -3,16 +3,22 @@
  * zim_pin.h
  *	  What the files of zim_pin may call of each other.
  *
+ * zim_pin.c	_PG_init: settings, shared memory and the launcher
  * settings.c	the GUCs (zim_pin.*) and the checks on their values
  * sign.c		the v2.0 request signature and the signed query string
  * http.c		the HTTPS transport: one libcurl multi handle per backend,
- *				interruptible waits, size cap, cleanup on ERROR
- * shared.c	per-Action state (limiter log, pause, statistics), in shared
- *				memory when preloaded, per backend otherwise
- * ratelimit.c	the per-Action sliding-window limiter (reservations)
- * api.c		one ZIM call: signing, retries with backoff, response
- *				parsing and the mapping of failures to SQLSTATEs
+ *				concurrent transfers, interruptible waits, size cap,
+ *				cleanup on ERROR
+ * shared.c		per-Action state (limiter log, pause, statistics) and the
+ *				queue's coordination, in shared memory when preloaded, per
+ *				backend otherwise
+ * ratelimit.c	the per-Action sliding-window limiter (reservations and
+ *				the gate on confirmed send times)
+ * api.c		ZIM calls: scheduling, signing, retries with backoff,
+ *				response parsing and the mapping of failures to SQLSTATEs
  * functions.c	the SQL-callable functions
+ * queue.c		the transactional queue: enqueue, claim, send, record; the
+ *				launcher and the worker
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
