@@ -184,8 +184,8 @@ zim_read_conv_args(FunctionCallInfo fcinfo, bool one_type,
 }
 
 /* the body of one ConvPinned request, in UTF-8 */
-char *
-ZimConvPinnedBody(const char *from_user_id, const ZimConv *convs, int n,
+static char *
+zim_conv_pinned_body(const char *from_user_id, const ZimConv *convs, int n,
 					 bool pinned)
 {
 	StringInfoData buf;
@@ -204,6 +204,28 @@ ZimConvPinnedBody(const char *from_user_id, const ZimConv *convs, int n,
 	}
 	appendStringInfo(&buf, "],\"PinnedType\":%d}", pinned ? 1 : 0);
 	return pg_server_to_any(buf.data, buf.len, PG_UTF8);
+}
+
+/* how many ConvPinned requests n conversations take (0 for none) */
+int
+ZimConvPinnedChunkCount(int n)
+{
+	return (n + zim_max_convs_per_request - 1) / zim_max_convs_per_request;
+}
+
+/*
+ * Fill the bodies of the ZimConvPinnedChunkCount(n) requests that carry n
+ * conversations, zim_pin.max_convs_per_request at a time.
+ */
+void
+ZimConvPinnedChunks(const char *from_user_id, const ZimConv *convs, int n,
+					bool pinned, ZimRequest *reqs)
+{
+	int			chunk = zim_max_convs_per_request;
+
+	for (int c = 0; c * chunk < n; c++)
+		reqs[c].body = zim_conv_pinned_body(from_user_id, convs + c * chunk,
+											Min(chunk, n - c * chunk), pinned);
 }
 
 /*
@@ -277,18 +299,10 @@ zim_conv_pinned_common(FunctionCallInfo fcinfo, bool one_type)
 		return (Datum) 0;
 	}
 
-	ZimCheckConfigured();
-
 	/* one signed request per chunk, all sent concurrently */
-	n_chunks = (n + chunk - 1) / chunk;
+	n_chunks = ZimConvPinnedChunkCount(n);
 	reqs = palloc0(sizeof(ZimRequest) * n_chunks);
-	for (int c = 0; c < n_chunks; c++)
-	{
-		int			first = c * chunk;
-
-		reqs[c].body = ZimConvPinnedBody(from_user_id, convs + first,
-											Min(chunk, n - first), pinned);
-	}
+	ZimConvPinnedChunks(from_user_id, convs, n, pinned, reqs);
 
 	ZimCallMany("ConvPinned", ZIM_RETRY_IDEMPOTENT, reqs, n_chunks, -1);
 

@@ -276,7 +276,6 @@ zim_claim(const char *schema, int max, MemoryContext cxt, ZimJob **jobs_out)
 static ZimRequest *
 zim_batch_requests(ZimJob *jobs, int n_jobs, int *n_reqs)
 {
-	int			chunk = zim_max_convs_per_request;
 	int			total = 0;
 	ZimRequest *reqs;
 
@@ -284,19 +283,13 @@ zim_batch_requests(ZimJob *jobs, int n_jobs, int *n_reqs)
 	{
 		jobs[j].first_req = total;
 		/* an empty job sends nothing and is done */
-		jobs[j].n_reqs = (jobs[j].n + chunk - 1) / chunk;
+		jobs[j].n_reqs = ZimConvPinnedChunkCount(jobs[j].n);
 		total += jobs[j].n_reqs;
 	}
 	reqs = palloc0(sizeof(ZimRequest) * Max(total, 1));
 	for (int j = 0; j < n_jobs; j++)
-		for (int c = 0; c < jobs[j].n_reqs; c++)
-		{
-			int			first = c * chunk;
-
-			reqs[jobs[j].first_req + c].body =
-				ZimConvPinnedBody(jobs[j].from_user_id, jobs[j].convs + first,
-								  Min(chunk, jobs[j].n - first), jobs[j].pinned);
-		}
+		ZimConvPinnedChunks(jobs[j].from_user_id, jobs[j].convs, jobs[j].n,
+							jobs[j].pinned, reqs + jobs[j].first_req);
 	*n_reqs = total;
 	return reqs;
 }

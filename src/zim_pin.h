@@ -259,8 +259,9 @@ typedef struct ZimConv
 	int32		type;
 } ZimConv;
 
-extern char *ZimConvPinnedBody(const char *from_user_id, const ZimConv *convs,
-							   int n, bool pinned);
+extern int	ZimConvPinnedChunkCount(int n);
+extern void ZimConvPinnedChunks(const char *from_user_id, const ZimConv *convs,
+								int n, bool pinned, ZimRequest *reqs);
 extern bool ZimRequestFailedWhole(const ZimRequest *req);
 
 /* queue.c */
