@@ -21,4 +21,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every file includes the one header
-$(OBJS): src/zim_pin.h
+$(OBJS): src/zim_pin.h src/compat.h

@@ -19,8 +19,10 @@
  * ready for the next call.
  *
  * libcurl callbacks (write, read, socket, timer) run inside libcurl: they
- * only record into malloc'd or static state and never palloc or ereport.
- * Problems are recorded there and raised after libcurl returns.
+ * must never palloc, ereport or CHECK_FOR_INTERRUPTS; they only record
+ * into malloc'd or static state, and problems are raised after libcurl
+ * returns.  This file knows nothing of ZIM: it moves bytes, and never
+ * logs a URL (it carries the signature).
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
@@ -117,8 +119,8 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
  * again on a new connection when a reused one dies before any answer; if
  * the body had already gone out, the server may have processed it, and the
  * copy would carry the same nonce.  Without a way to rewind, libcurl fails
- * that transfer instead (CURLE_SEND_FAIL_REWIND) and api.c decides, with a
- * fresh signature, whether the call may be repeated.
+ * that transfer instead (CURLE_SEND_FAIL_REWIND) and client.c decides, with a
+ * fresh signature, whether the request may be sent again.
  */
 static size_t
 read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
@@ -420,7 +422,7 @@ ZimHttpWait(long timeout_ms)
 	if (timeout == 0)
 		return;
 
-	wait_set = CreateWaitEventSet(CurrentMemoryContext, n_watched + 2);
+	wait_set = zim_create_wait_event_set(n_watched + 2);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	/* as WaitLatch does: there is no postmaster in single-user mode */
 	if (IsUnderPostmaster)
@@ -439,7 +441,7 @@ ZimHttpWait(long timeout_ms)
 	}
 
 	n = WaitEventSetWait(wait_set, timeout, occurred, lengthof(occurred),
-						 PG_WAIT_EXTENSION);
+						 zim_wait_event(ZIM_WAIT_NETWORK));
 	FreeWaitEventSet(wait_set);
 	wait_set = NULL;
 

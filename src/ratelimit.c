@@ -26,6 +26,10 @@
  * server shares the AppId), ZimRatePause holds back every request of that
  * Action, from every backend, for a moment.
  *
+ * The limiter only decides times: it never waits (client.c does, on the
+ * latch), never raises while it holds the lock, and counts nothing (the
+ * caller tells stats.c).
+ *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
  *-------------------------------------------------------------------------
@@ -45,7 +49,7 @@ static void zim_rate_at_exit(int code, Datum arg);
 
 /*
  * Reserve the send time of one request of this Action; returns it (it may
- * lie in the future; the caller waits, interruptibly).
+ * lie in the future; the caller waits, interruptibly, and counts the wait).
  */
 TimestampTz
 ZimRateReserve(const char *action, TimestampTz now)
@@ -54,7 +58,7 @@ ZimRateReserve(const char *action, TimestampTz now)
 	TimestampTz t = now;
 	int			limit = zim_requests_per_second;
 
-	ZimStateLock();
+	ZimShmemLock();
 	st = ZimActionLookup(action);
 
 	/* forget send times no future window can contain */
@@ -90,12 +94,7 @@ ZimRateReserve(const char *action, TimestampTz now)
 	st->count++;
 	ZimReservation(st, st->count - 1) = t;
 
-	if (t > now)
-	{
-		st->stats.throttled++;
-		st->stats.throttled_ms += (double) (t - now) / 1000.0;
-	}
-	ZimStateUnlock();
+	ZimShmemUnlock();
 
 	return t;
 }
@@ -118,7 +117,7 @@ ZimRateGate(const char *action, TimestampTz now, TimestampTz *retry_at)
 	int			limit = zim_requests_per_second;
 	bool		ok;
 
-	ZimStateLock();
+	ZimShmemLock();
 	st = ZimActionLookup(action);
 	while (st->sent_count > 0 && ZimSent(st, 0) <= now - RATE_WINDOW_US)
 	{
@@ -143,9 +142,9 @@ ZimRateGate(const char *action, TimestampTz now, TimestampTz *retry_at)
 		else
 			*retry_at = now + 5 * 1000;
 	}
-	ZimStateUnlock();
+	ZimShmemUnlock();
 
-	if (ok && ZimStateIsShared() && !exit_callback_registered)
+	if (ok && ZimShmemIsShared() && !exit_callback_registered)
 	{
 		before_shmem_exit(zim_rate_at_exit, (Datum) 0);
 		exit_callback_registered = true;
@@ -162,7 +161,7 @@ ZimRateSent(const char *action, TimestampTz sent_at)
 {
 	ZimActionState *st;
 
-	ZimStateLock();
+	ZimShmemLock();
 	st = ZimActionLookup(action);
 	if (st->inflight > 0)
 		st->inflight--;
@@ -184,7 +183,7 @@ ZimRateSent(const char *action, TimestampTz sent_at)
 			ZimSent(st, i) = ZimSent(st, i - 1);
 		ZimSent(st, i) = sent_at;
 	}
-	ZimStateUnlock();
+	ZimShmemUnlock();
 }
 
 /*
@@ -196,9 +195,9 @@ zim_rate_at_exit(int code, Datum arg)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (ZimStateLockHeld())
+	if (ZimShmemLockHeld())
 		return;					/* LWLockReleaseAll comes later; skip */
-	ZimStateLock();
+	ZimShmemLock();
 	for (int i = 0; i < ZimActionCount() && i < ZIM_MAX_ACTIONS; i++)
 	{
 		ZimActionState *st = ZimActionByIndex(i);
@@ -216,7 +215,7 @@ zim_rate_at_exit(int code, Datum arg)
 			}
 		}
 	}
-	ZimStateUnlock();
+	ZimShmemUnlock();
 }
 
 /*
@@ -228,9 +227,9 @@ ZimRatePause(const char *action, int ms)
 	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 	ZimActionState *st;
 
-	ZimStateLock();
+	ZimShmemLock();
 	st = ZimActionLookup(action);
 	if (st->paused_until < until)
 		st->paused_until = until;
-	ZimStateUnlock();
+	ZimShmemUnlock();
 }

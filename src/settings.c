@@ -18,6 +18,9 @@
  * prints "********" when a secret is set.  The extra follows SET, RESET,
  * SET LOCAL and function SET clauses like the value would.
  *
+ * This file is the bottom layer: it calls no other file of zim_pin, and
+ * nothing here may put the secret in a message, at any level.
+ *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
  *-------------------------------------------------------------------------
@@ -50,18 +53,6 @@ static const uint32 *app_id_value = NULL;
 static const char *secret_value = NULL;
 
 #define SECRET_MASK "********"
-
-/*
- * GUC "extra" and replaced values are malloc'd by us and freed by guc.c,
- * which uses free() up to PostgreSQL 15 and guc_free() from 16 on.
- */
-#if PG_VERSION_NUM >= 160000
-#define zim_guc_malloc(sz)	guc_malloc(LOG, (sz))
-#define zim_guc_free(p)		guc_free(p)
-#else
-#define zim_guc_malloc(sz)	malloc(sz)
-#define zim_guc_free(p)		free(p)
-#endif
 
 /*
  * zim_pin.app_id: empty, or a decimal 1..4294967295 without sign, spaces

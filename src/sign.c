@@ -10,6 +10,9 @@
  * is wiped before it is freed; callers wipe the URL after use because it
  * carries the signature.
  *
+ * Nothing here may log, print or put in a message the secret, a signature
+ * or a signed URL.
+ *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
  *-------------------------------------------------------------------------
@@ -19,6 +22,10 @@
 #include <time.h>
 
 #include <openssl/evp.h>
+
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(zim_pin_signature);
 
 
 #define NONCE_BYTES 8
@@ -95,4 +102,33 @@ ZimSignedUrl(StringInfo url, const char *base, const char *action)
 					 "&SignatureVersion=2.0&Signature=%s",
 					 base, action, app_id, nonce, now, signature);
 	explicit_bzero(signature, sizeof(signature));
+}
+
+/*
+ * zim_pin_signature(app_id bigint, nonce text, secret text, ts bigint)
+ *
+ * The v2.0 signature of the given values, to check the signing code
+ * against the vendor's test vector.  It knows nothing of the settings.
+ */
+Datum
+zim_pin_signature(PG_FUNCTION_ARGS)
+{
+	int64		app_id;
+	char		out[33];
+	char	   *nonce;
+	char	   *secret;
+
+	for (int i = 0; i < 4; i++)
+		ZimRequireNotNull(fcinfo, i,
+							 i == 0 ? "app_id" : i == 1 ? "nonce" : i == 2 ? "secret" : "ts");
+	app_id = PG_GETARG_INT64(0);
+	if (app_id < 1 || app_id > UINT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("app_id must be between 1 and 4294967295")));
+	nonce = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	secret = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	ZimSignature((uint32) app_id, nonce, secret, PG_GETARG_INT64(3), out);
+	explicit_bzero(secret, strlen(secret));
+	PG_RETURN_TEXT_P(cstring_to_text(out));
 }

@@ -1,11 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * zim_pin.c
- *	  Module entry point: defines the settings when the library loads.
+ *	  The module's entry point: _PG_init, and nothing else.
  *
- * When preloaded, it also asks for the shared memory of shared.c.  libcurl
- * is set up lazily by the first request of each backend (http.c), never in
- * the postmaster.
+ * It defines the settings when the library loads; when preloaded, it also
+ * asks for the shared area (shmem.c) and registers the queue's launcher
+ * (worker.c).  It must never touch libcurl: http.c sets libcurl up lazily
+ * in each backend, never in the postmaster.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
@@ -13,10 +14,9 @@
  */
 #include "zim_pin.h"
 
-#include "fmgr.h"
 #include "miscadmin.h"
 
-PG_MODULE_MAGIC;
+ZIM_MODULE_MAGIC;
 
 void		_PG_init(void);
 
@@ -26,7 +26,7 @@ _PG_init(void)
 	ZimDefineSettings();
 	if (process_shared_preload_libraries_in_progress)
 	{
-		ZimSharedInstallHooks();
-		ZimQueueRegisterWorkers();
+		ZimShmemInstallHooks();
+		ZimWorkerRegister();
 	}
 }

@@ -1,24 +1,54 @@
 /*-------------------------------------------------------------------------
  *
  * zim_pin.h
- *	  What the files of zim_pin may call of each other.
+ *	  The layout of zim_pin, its glossary, and what each file offers the
+ *	  files above it.
  *
- * zim_pin.c	_PG_init: settings, shared memory and the launcher
- * settings.c	the GUCs (zim_pin.*) and the checks on their values
- * sign.c		the v2.0 request signature and the signed query string
- * http.c		the HTTPS transport: one libcurl multi handle per backend,
- *				concurrent transfers, interruptible waits, size cap,
- *				cleanup on ERROR
- * shared.c		per-Action state (limiter log, pause, statistics) and the
- *				queue's coordination, in shared memory when preloaded, per
- *				backend otherwise
- * ratelimit.c	the per-Action sliding-window limiter (reservations and
- *				the gate on confirmed send times)
- * api.c		ZIM calls: scheduling, signing, retries with backoff,
- *				response parsing and the mapping of failures to SQLSTATEs
- * functions.c	the SQL-callable functions
- * queue.c		the transactional queue: enqueue, claim, send, record; the
- *				launcher and the worker
+ * Layers.  Each file owns one concern.  Calls go one way, down this list;
+ * a file never calls a file above it, and files on one line do not call
+ * each other.
+ *
+ *	 zim_pin.c		_PG_init only
+ *	 worker.c		the launcher and the queue worker (background processes)
+ *	 queue.c		the job table: enqueue, claim, send, record, prune, the
+ *					commit wake-up, the queue's SQL functions
+ *	 conv_pinned.c	ConvPinned: arguments, bodies, chunks, ErrorList, what
+ *					each request did to its conversations, result rows,
+ *					zim_conv_pinned()
+ *	 client.c		any Action: schedule, send, retry, judge each attempt,
+ *					raise failures with their SQLSTATEs, zim_api()
+ *	 answer.c		reading a ZIM answer: JSON checks, Code, Message,
+ *					RequestId, jsonb getters
+ *	 codes.c		what the ZIM return codes mean; the backoff formula
+ *	 ratelimit.c	the per-Action sliding-window limiter
+ *	 stats.c		the per-Action counters, zim_pin_stats(), reset
+ *	 sign.c			the v2.0 signature, the signed URL, zim_pin_signature()
+ *	 http.c			the libcurl transport
+ *	 shmem.c		the shared area: layout, hooks, lock, Action slots, the
+ *					queue's coordination
+ *	 settings.c		the zim_pin.* settings and the secret
+ *	 compat.h		every difference between PostgreSQL majors
+ *
+ * Glossary.
+ *	 Action		a ZIM server API (ConvPinned, UserRegister, ...); the unit of
+ *				the rate limit and of the statistics
+ *	 call		one run of a SQL function that sends (zim_conv_pinned,
+ *				zim_api) or one batch of the queue: one or more requests
+ *	 request	one signed POST of one body to one Action (a ZimRequest);
+ *				sent in one or more attempts
+ *	 attempt	one sending of a request, signed afresh (nonce, timestamp);
+ *				retries are further attempts of the same request
+ *	 exchange	(transfer, in http.c) one HTTP request and its answer on
+ *				the wire: what one attempt does
+ *	 answer		the JSON body ZIM sends back, with its Code
+ *	 chunk		the conversations one ConvPinned request carries, at most
+ *				zim_pin.max_convs_per_request
+ *	 job		one row of zim_pin_job: a stored ConvPinned call, sent after
+ *				its transaction commits, as one or more requests
+ *	 batch		the jobs one runner claims and sends together
+ *	 runner		what sends jobs: the worker, or a zim_pin_run_jobs() call
+ *
+ * Running one test: see CONTRIBUTING.md.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
@@ -29,9 +59,12 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
+
+#include "compat.h"
 
 /* SQLSTATEs of our own, class ZP (see README) */
 #define ERRCODE_ZIM_SERVICE_ERROR		MAKE_SQLSTATE('Z','P','0','0','1')
@@ -49,12 +82,22 @@
 
 /* Most distinct Actions tracked; further ones share the last slot */
 #define ZIM_MAX_ACTIONS			16
-/* Upper bound of zim_pin.requests_per_second (the limiter's log size) */
+/* Upper bound of zim_pin.requests_per_second (the limiter's ring size) */
 #define ZIM_MAX_RATE			10000
 /* Most HTTP exchanges one backend runs at once */
 #define ZIM_MAX_TRANSFERS		16
 
-/* settings.c */
+/* A NULL argument of a SQL function: SQLSTATE 22004 (every SQL file) */
+static inline void
+ZimRequireNotNull(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+/* ---- settings.c ---- */
 extern char *zim_api_url;
 extern char *zim_ca_file;
 extern int	zim_connect_timeout_ms;
@@ -73,12 +116,72 @@ extern uint32 ZimAppId(void);
 extern const char *ZimServerSecret(void);
 extern const char *ZimRedact(const char *text);
 
-/* sign.c */
-extern void ZimSignature(uint32 app_id, const char *nonce, const char *secret,
-						 int64 timestamp, char *out_hex);
-extern void ZimSignedUrl(StringInfo url, const char *base, const char *action);
+/* ---- shmem.c ---- */
 
-/* http.c */
+/* the counters of one Action (stats.c writes them, under the lock) */
+typedef struct ZimStats
+{
+	int64		requests;		/* HTTP exchanges started */
+	int64		succeeded;		/* answered with Code 0 */
+	int64		failed_connection;	/* class 08: no usable answer */
+	int64		failed_service; /* class ZP: non-zero Code or not a ZIM answer */
+	int64		canceled;		/* class 57: abandoned by a cancel or timeout */
+	int64		retries;		/* attempts scheduled again */
+	int64		throttled;		/* requests that waited for the limiter */
+	double		throttled_ms;	/* and how long in all */
+	int64		convs_changed;	/* ConvPinned: conversations changed */
+	int64		convs_failed;	/* ... and those in ErrorList */
+	double		latency_sum_ms;
+	double		latency_max_ms;
+	int64		latency_count;
+} ZimStats;
+
+/*
+ * One Action's slot: the limiter's state (ratelimit.c) and its counters.
+ * rings[] holds two rings of capacity send times each, both ascending:
+ * first the reserved send times, then the confirmed ones.
+ */
+typedef struct ZimActionState
+{
+	char		action[ZIM_MAX_ACTION_LEN + 1];
+	TimestampTz paused_until;	/* no request before this (backing off) */
+	ZimStats	stats;
+	int			capacity;		/* size of each ring */
+	int			head;			/* reserved ring: oldest entry */
+	int			count;			/* reserved ring: entries */
+	int			sent_head;		/* confirmed ring: oldest entry */
+	int			sent_count;		/* confirmed ring: entries */
+	int			inflight;		/* started, send time not yet confirmed */
+	TimestampTz rings[FLEXIBLE_ARRAY_MEMBER];
+} ZimActionState;
+
+#define ZimReservation(st, i)	((st)->rings[((st)->head + (i)) % (st)->capacity])
+#define ZimSent(st, i) \
+	((st)->rings[(st)->capacity + ((st)->sent_head + (i)) % (st)->capacity])
+
+/* coordination of the queue's launcher, worker and enqueuing backends */
+typedef struct ZimQueueShared
+{
+	int			launcher_procno;	/* -1: no launcher */
+	int			worker_procno;	/* -1: no worker running */
+	bool		work_pending;	/* a commit enqueued since the worker looked */
+	TimestampTz next_due;		/* earliest retry the worker left, 0: none */
+	TimestampTz last_housekeeping;
+} ZimQueueShared;
+
+extern void ZimShmemInstallHooks(void);
+extern bool ZimShmemIsShared(void);
+extern void ZimShmemLock(void);
+extern void ZimShmemUnlock(void);
+extern bool ZimShmemLockHeld(void);
+extern ZimActionState *ZimActionLookup(const char *action);
+extern int	ZimActionIndex(const ZimActionState *st);
+extern int	ZimActionCount(void);
+extern ZimActionState *ZimActionByIndex(int i);
+extern TimestampTz *ZimShmemStatsReset(void);
+extern ZimQueueShared *ZimShmemQueue(void);
+
+/* ---- http.c ---- */
 
 /* How one HTTP exchange ended, before any interpretation of the body */
 typedef enum ZimHttpStatus
@@ -110,73 +213,34 @@ extern void ZimHttpFinish(int id, ZimHttpResult *result);
 extern int	ZimHttpInFlight(void);
 extern int	ZimHttpAbortAll(void);
 
-/* shared.c */
-typedef struct ZimStats
+/* ---- sign.c ---- */
+extern void ZimSignature(uint32 app_id, const char *nonce, const char *secret,
+						 int64 timestamp, char *out_hex);
+extern void ZimSignedUrl(StringInfo url, const char *base, const char *action);
+
+/* ---- stats.c ---- */
+
+/* how one attempt ended, for the counters */
+typedef enum ZimAttemptOutcome
 {
-	int64		requests;		/* HTTP exchanges started */
-	int64		succeeded;		/* answered with Code 0 */
-	int64		failed_connection;	/* class 08: no usable answer */
-	int64		failed_service; /* class ZP: non-zero Code or not a ZIM answer */
-	int64		canceled;		/* class 57: abandoned by a cancel or timeout */
-	int64		retries;		/* attempts scheduled again */
-	int64		throttled;		/* requests that waited for the limiter */
-	double		throttled_ms;	/* and how long in all */
-	int64		convs_changed;	/* ConvPinned: conversations changed */
-	int64		convs_failed;	/* ... and those in ErrorList */
-	double		latency_sum_ms;
-	double		latency_max_ms;
-	int64		latency_count;
-} ZimStats;
+	ZIM_OUTCOME_SUCCEEDED,
+	ZIM_OUTCOME_FAILED_CONNECTION,
+	ZIM_OUTCOME_FAILED_SERVICE
+} ZimAttemptOutcome;
 
-typedef struct ZimActionState
-{
-	char		action[ZIM_MAX_ACTION_LEN + 1];
-	TimestampTz paused_until;	/* no request before this (backing off) */
-	ZimStats	stats;
-	int			capacity;		/* size of each of the two rings in log[] */
-	int			head;			/* reservations: oldest entry */
-	int			count;			/* reservations: entries */
-	int			sent_head;		/* confirmed send times: oldest entry */
-	int			sent_count;		/* confirmed send times: entries */
-	int			inflight;		/* started, send time not yet confirmed */
-	/* reservations in log[0, capacity), confirmed sends after; ascending */
-	TimestampTz log[FLEXIBLE_ARRAY_MEMBER];
-} ZimActionState;
+extern void ZimStatsAttempt(const char *action, double latency_ms,
+							ZimAttemptOutcome outcome, bool will_retry);
+extern void ZimStatsThrottled(const char *action, double wait_ms);
+extern void ZimStatsCanceled(const char *action, int n);
+extern void ZimStatsConvs(const char *action, int64 changed, int64 failed);
 
-#define ZimReservation(st, i)	((st)->log[((st)->head + (i)) % (st)->capacity])
-#define ZimSent(st, i) \
-	((st)->log[(st)->capacity + ((st)->sent_head + (i)) % (st)->capacity])
-
-/* coordination of the queue's launcher, worker and enqueuing backends */
-typedef struct ZimQueueShared
-{
-	int			launcher_procno;	/* -1: no launcher */
-	int			worker_procno;	/* -1: no worker running */
-	bool		work_pending;	/* a commit enqueued since the worker looked */
-	TimestampTz next_due;		/* earliest retry the worker left, 0: none */
-	TimestampTz last_housekeeping;
-} ZimQueueShared;
-
-extern ZimQueueShared *ZimQueueState(void);
-extern void ZimSharedInstallHooks(void);
-extern bool ZimStateIsShared(void);
-extern void ZimStateLock(void);
-extern void ZimStateUnlock(void);
-extern bool ZimStateLockHeld(void);
-extern ZimActionState *ZimActionLookup(const char *action);
-extern int	ZimActionIndex(const ZimActionState *st);
-extern int	ZimActionCount(void);
-extern ZimActionState *ZimActionByIndex(int i);
-extern TimestampTz ZimStatsResetTime(void);
-extern void ZimStatsResetAll(void);
-
-/* ratelimit.c */
+/* ---- ratelimit.c ---- */
 extern TimestampTz ZimRateReserve(const char *action, TimestampTz now);
 extern bool ZimRateGate(const char *action, TimestampTz now, TimestampTz *retry_at);
 extern void ZimRateSent(const char *action, TimestampTz sent_at);
 extern void ZimRatePause(const char *action, int ms);
 
-/* api.c */
+/* ---- codes.c ---- */
 
 /* Which failures a call may retry (see the contract's Retries section) */
 typedef enum ZimRetryPolicy
@@ -185,16 +249,34 @@ typedef enum ZimRetryPolicy
 	ZIM_RETRY_UNSENT_ONLY		/* zim_api: only what was surely not processed */
 } ZimRetryPolicy;
 
+/* first delay of a retry after a rate-limit Code, and the shared pause */
+#define ZIM_RATE_LIMIT_PAUSE_MS	1000
+
+extern bool ZimCodeIsRetryable(int64 code, ZimRetryPolicy policy);
+extern bool ZimCodeIsRateLimit(int64 code);
+extern bool ZimCodeIsAuth(int64 code);
+extern long ZimBackoffMs(int retry, long base_ms, long cap_ms);
+
+/* ---- answer.c ---- */
+
 /* A parsed ZIM answer */
 typedef struct ZimResponse
 {
 	int64		code;
 	char	   *message;		/* "" if absent */
 	char	   *request_id;		/* "" if absent */
+	bool		has_items;		/* a non-empty "ErrorList": per-item outcomes */
 	Jsonb	   *jsonb;			/* the whole answer */
 } ZimResponse;
 
-/* Where one request of a ZimCallMany stands */
+extern bool ZimReadAnswer(const StringInfo body, ZimResponse *resp, const char **why);
+extern const char *ZimQuoteBody(const StringInfoData *body);
+extern JsonbValue *ZimJsonGet(Jsonb *jb, const char *key);
+extern bool ZimJsonInt64(const JsonbValue *v, int64 *out);
+
+/* ---- client.c ---- */
+
+/* Where one request stands */
 typedef enum ZimRequestState
 {
 	ZIM_REQ_READY,				/* to be given a send time */
@@ -217,7 +299,7 @@ typedef struct ZimRequest
 {
 	const char *body;			/* in: the JSON body, UTF-8 */
 	ZimRequestState state;
-	int			attempts;		/* requests sent so far */
+	int			attempts;		/* attempts sent so far */
 	TimestampTz at;				/* SCHEDULED: send time; BACKOFF: its end */
 	int			transfer;		/* RUNNING: http.c's transfer */
 	TimestampTz started;		/* RUNNING: when it passed the rate gate */
@@ -228,29 +310,17 @@ typedef struct ZimRequest
 	const char *why;			/* FAILED with ZIM_FAIL_BAD_ANSWER */
 } ZimRequest;
 
-extern void ZimCallMany(const char *action, ZimRetryPolicy policy,
-						ZimRequest *reqs, int n, int max_retries);
-extern bool ZimCodeIsRetryable(int64 code, ZimRetryPolicy policy);
+extern void ZimSendRequests(const char *action, ZimRetryPolicy policy,
+							ZimRequest *reqs, int n, int max_retries);
+extern bool ZimRequestTransient(const ZimRequest *req);
+extern void ZimRequestOutcome(const ZimRequest *req, bool *has_code, int64 *code,
+							  const char **message);
 extern void ZimRaiseFailure(const char *action, ZimRetryPolicy policy,
 							const ZimRequest *req, const char *extra_detail);
 extern void ZimRaiseForCode(const char *action, const ZimRequest *req,
 							const char *extra_detail);
-extern JsonbValue *ZimJsonGet(Jsonb *jb, const char *key);
-extern bool ZimHasErrorList(Jsonb *jb);
 
-/* one entry of a ConvPinned answer's ErrorList */
-typedef struct ZimErrorItem
-{
-	char	   *conv_id;
-	int32		conv_type;
-	int64		sub_code;
-	char	   *sub_message;	/* NULL if absent */
-} ZimErrorItem;
-
-extern int	ZimErrorListItems(Jsonb *jb, bool strict, ZimErrorItem **items);
-extern void ZimStatsCountConvs(const char *action, int64 changed, int64 failed);
-
-/* functions.c */
+/* ---- conv_pinned.c ---- */
 
 /* one conversation to change */
 typedef struct ZimConv
@@ -259,16 +329,73 @@ typedef struct ZimConv
 	int32		type;
 } ZimConv;
 
-extern int	ZimConvPinnedChunkCount(int n);
-extern void ZimConvPinnedChunks(const char *from_user_id, const ZimConv *convs,
-								int n, bool pinned, ZimRequest *reqs);
-extern bool ZimRequestFailedWhole(const ZimRequest *req);
+/* a conversation a ConvPinned request did not change */
+typedef struct ZimConvFailure
+{
+	const char *conv_id;
+	int32		conv_type;
+	bool		has_code;		/* false: no answer, so no SubCode */
+	int64		sub_code;
+	const char *sub_message;	/* NULL if absent */
+} ZimConvFailure;
 
-/* queue.c */
-extern int64 ZimJobEnqueue(const char *from_user_id, const ZimConv *convs, int n,
-						   bool pinned);
-extern int	ZimRunJobs(int max_jobs, bool in_worker);
-extern void ZimQueueRegisterWorkers(void);
+/* what the requests of one ConvPinned call did, all chunks together */
+typedef struct ZimConvTally
+{
+	int64		changed;
+	int64		failed;
+	int			first_whole;	/* first request that failed whole, or -1 */
+	int			n_whole;		/* requests that failed whole */
+	bool		transient;		/* one of those may succeed if sent again */
+} ZimConvTally;
+
+typedef void (*ZimConvFailureFn) (const ZimConvFailure *f, void *arg);
+
+extern int	ZimConvPinnedReadArgs(FunctionCallInfo fcinfo, bool one_type,
+								  char **from_user_id, ZimConv **convs, bool *pinned);
+extern int	ZimConvPinnedRequestCount(int n_convs);
+extern void ZimConvPinnedRequests(const char *from_user_id, const ZimConv *convs,
+								  int n_convs, bool pinned, ZimRequest *reqs);
+extern void ZimConvPinnedTally(const ZimRequest *reqs, int n_convs, ZimConvTally *tally);
+extern void ZimConvPinnedFailures(const ZimRequest *reqs, const ZimConv *convs,
+								  int n_convs, bool strict, bool whole_too,
+								  ZimConvFailureFn fn, void *arg, ZimConvTally *tally);
+
+/* ---- queue.c ---- */
+
+/* one claimed job */
+typedef struct ZimJob
+{
+	int64		job_id;
+	char	   *from_user_id;
+	ZimConv    *convs;
+	int			n;
+	bool		pinned;
+	int			attempts;
+	int			first_req;		/* its requests in the batch's array */
+	int			n_reqs;
+} ZimJob;
+
+/* the jobs one runner claimed, and their requests */
+typedef struct ZimJobBatch
+{
+	MemoryContext cxt;			/* holds the batch; outlives SPI and commits */
+	const char *schema;			/* the extension's schema, quoted */
+	ZimJob	   *jobs;
+	int			n_jobs;
+	ZimRequest *reqs;
+	int			n_reqs;
+} ZimJobBatch;
+
+extern const char *ZimQueueSchema(void);
+extern int	ZimQueueClaim(int max, ZimJobBatch *batch);
+extern void ZimQueueSend(ZimJobBatch *batch);
+extern int	ZimQueueRecord(ZimJobBatch *batch);
+extern void ZimQueuePrune(const char *schema);
+extern TimestampTz ZimQueueNextDue(const char *schema);
+
+/* ---- worker.c ---- */
+extern void ZimWorkerRegister(void);
 extern PGDLLEXPORT void zim_pin_launcher_main(Datum arg);
 extern PGDLLEXPORT void zim_pin_worker_main(Datum arg);
 

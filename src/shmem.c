@@ -1,22 +1,33 @@
 /*-------------------------------------------------------------------------
  *
- * shared.c
- *	  Per-Action state: the rate limiter's log of send times, the shared
- *	  pause after a rate-limit answer, and the statistics.
+ * shmem.c
+ *	  The shared area: its layout, the hooks that create it, its lock, the
+ *	  per-Action slots and the queue's coordination.
  *
- * When zim_pin is in shared_preload_libraries, the state lives in shared
+ * When zim_pin is in shared_preload_libraries, the area lives in shared
  * memory (shmem_request_hook / shmem_startup_hook) and is shared by every
- * backend of the server; otherwise each backend keeps its own copy in
- * TopMemoryContext and the limits and counts are per backend.
+ * backend of the server; otherwise each backend keeps its own Action slots
+ * in TopMemoryContext, the limits and counts are per backend, and there is
+ * no queue coordination (ZimShmemQueue returns NULL).
  *
- * Locking: one LWLock of the named tranche "zim_pin" protects everything
- * here.  It is held only for a few instructions at a time (a slot lookup,
- * a reservation, a counter update), never across a wait, an ereport or
- * anything that can CHECK_FOR_INTERRUPTS.  Callers use ZimStateLock and
- * ZimStateUnlock, which do nothing in per-backend mode.
+ * Layout (one ShmemInitStruct named "zim_pin"):
  *
- * Shared memory holds no pointers: an Action's slot is a fixed-size struct
- * whose log of send times is an array inside it, found by index.
+ *	 ZimShared		stats_reset, n_actions, the ZimQueueShared of the
+ *					launcher, worker and enqueuing backends
+ *	 slot 0 .. 15	ZIM_MAX_ACTIONS ZimActionState of SHARED_SLOT_SIZE each:
+ *					the Action's name, pause, counters, and its two rings of
+ *					ZIM_MAX_RATE send times (ratelimit.c); the last slot is
+ *					"(other)", shared by Actions beyond the first 15
+ *
+ * Locking: one LWLock of the named tranche "zim_pin" protects all of it.
+ * It is held only for a few instructions at a time (a slot lookup, a
+ * reservation, a counter update, a flag), never across a wait, an ereport
+ * or anything that can CHECK_FOR_INTERRUPTS.  ZimShmemLock and
+ * ZimShmemUnlock do nothing in per-backend mode.
+ *
+ * This file must never hold a pointer in shared memory: slots are found by
+ * index.  It knows the layout, not what the fields mean: the limiter,
+ * the counters and the queue own those.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
@@ -40,7 +51,7 @@ typedef struct ZimShared
 } ZimShared;
 
 #define SHARED_SLOT_SIZE \
-	MAXALIGN(offsetof(ZimActionState, log) + 2 * sizeof(TimestampTz) * ZIM_MAX_RATE)
+	MAXALIGN(offsetof(ZimActionState, rings) + 2 * sizeof(TimestampTz) * ZIM_MAX_RATE)
 
 static ZimShared *zim_shared = NULL;
 static LWLock *zim_lock = NULL;
@@ -102,7 +113,7 @@ zim_shmem_startup(void)
  * Called from _PG_init while shared_preload_libraries are processed.
  */
 void
-ZimSharedInstallHooks(void)
+ZimShmemInstallHooks(void)
 {
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = zim_shmem_request;
@@ -110,31 +121,21 @@ ZimSharedInstallHooks(void)
 	shmem_startup_hook = zim_shmem_startup;
 }
 
-/*
- * The queue's coordination state (caller holds the lock); NULL when not
- * preloaded.
- */
-ZimQueueShared *
-ZimQueueState(void)
-{
-	return zim_shared ? &zim_shared->queue : NULL;
-}
-
 bool
-ZimStateIsShared(void)
+ZimShmemIsShared(void)
 {
 	return zim_shared != NULL;
 }
 
 void
-ZimStateLock(void)
+ZimShmemLock(void)
 {
 	if (zim_shared)
 		LWLockAcquire(zim_lock, LW_EXCLUSIVE);
 }
 
 void
-ZimStateUnlock(void)
+ZimShmemUnlock(void)
 {
 	if (zim_shared)
 		LWLockRelease(zim_lock);
@@ -145,7 +146,7 @@ ZimStateUnlock(void)
  * section (which does not happen by design); transaction abort releases it.
  */
 bool
-ZimStateLockHeld(void)
+ZimShmemLockHeld(void)
 {
 	return zim_shared && LWLockHeldByMe(zim_lock);
 }
@@ -166,10 +167,10 @@ local_ensure_capacity(int i)
 		return old;
 
 	new = MemoryContextAllocZero(TopMemoryContext,
-								 offsetof(ZimActionState, log) + 2 * sizeof(TimestampTz) * want);
+								 offsetof(ZimActionState, rings) + 2 * sizeof(TimestampTz) * want);
 	if (old)
 	{
-		memcpy(new, old, offsetof(ZimActionState, log));
+		memcpy(new, old, offsetof(ZimActionState, rings));
 		new->capacity = want;
 		new->head = 0;
 		new->sent_head = 0;
@@ -211,7 +212,7 @@ ZimActionLookup(const char *action)
 		{
 			zim_shared->n_actions++;
 			st = shared_slot(i);
-			memset(st, 0, offsetof(ZimActionState, log));
+			memset(st, 0, offsetof(ZimActionState, rings));
 			st->capacity = ZIM_MAX_RATE;
 		}
 		else
@@ -255,31 +256,26 @@ ZimActionByIndex(int i)
 	return zim_shared ? shared_slot(i) : local_actions[i];
 }
 
-TimestampTz
-ZimStatsResetTime(void)
+/*
+ * When the counters were last reset, in the shared area or this backend's
+ * (caller holds the lock).
+ */
+TimestampTz *
+ZimShmemStatsReset(void)
 {
 	if (zim_shared)
-		return zim_shared->stats_reset;
+		return &zim_shared->stats_reset;
 	if (local_stats_reset == 0)
 		local_stats_reset = GetCurrentTimestamp();
-	return local_stats_reset;
+	return &local_stats_reset;
 }
 
 /*
- * Zero the counters of every Action (not the limiter's log).
+ * The queue's coordination state (caller holds the lock); NULL when not
+ * preloaded.
  */
-void
-ZimStatsResetAll(void)
+ZimQueueShared *
+ZimShmemQueue(void)
 {
-	int			n;
-
-	ZimStateLock();
-	n = ZimActionCount();
-	for (int i = 0; i < n; i++)
-		memset(&ZimActionByIndex(i)->stats, 0, sizeof(ZimStats));
-	if (zim_shared)
-		zim_shared->stats_reset = GetCurrentTimestamp();
-	else
-		local_stats_reset = GetCurrentTimestamp();
-	ZimStateUnlock();
+	return zim_shared ? &zim_shared->queue : NULL;
 }

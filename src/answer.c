@@ -1,0 +1,248 @@
+/*-------------------------------------------------------------------------
+ *
+ * answer.c
+ *	  Reading a ZIM answer: is it JSON we can take, and its Code, Message,
+ *	  RequestId and whether it reports per-item outcomes (ErrorList).
+ *
+ * Answers are read with PostgreSQL's own JSON parser, validated first with
+ * the non-throwing parser so that a malformed answer comes back as a
+ * reason (the client raises SQLSTATE ZP005) and not as a jsonb input
+ * error, and kept as jsonb.  The getters here are for every Action.
+ *
+ * Nothing here sends, waits or decides what to do with a Code; it raises
+ * only for out-of-memory.
+ *
+ * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zim_pin.h"
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+
+/* how much of a bad answer we quote */
+#define QUOTE_BYTES 120
+/* deepest nesting we accept in an answer */
+#define MAX_JSON_DEPTH 32
+
+/*
+ * The first bytes of an answer, printable and redacted, for a detail.
+ */
+const char *
+ZimQuoteBody(const StringInfoData *body)
+{
+	StringInfoData buf;
+	int			n = Min(body->len, QUOTE_BYTES);
+
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+	{
+		unsigned char c = (unsigned char) body->data[i];
+
+		appendStringInfoChar(&buf, (c >= 0x20 && c < 0x7f) ? (char) c : '?');
+	}
+	if (body->len > n)
+		appendStringInfoString(&buf, "...");
+	return ZimRedact(buf.data);
+}
+
+/* state for the validating parse */
+typedef struct NumberCheck
+{
+	bool		bad_number;
+} NumberCheck;
+
+/*
+ * Refuse numbers that numeric_in could reject (and that no ZIM answer
+ * has): jsonb_in would raise a numeric error for them.
+ */
+static ZIM_JSON_CB_TYPE
+check_number(void *state, char *token, JsonTokenType tokentype)
+{
+	NumberCheck *nc = (NumberCheck *) state;
+
+	if (tokentype == JSON_TOKEN_NUMBER && strlen(token) > 40)
+		nc->bad_number = true;
+	ZIM_JSON_CB_RETURN;
+}
+
+/* deepest nesting of [ and { outside strings */
+static int
+json_depth(const char *s, int len)
+{
+	int			depth = 0,
+				max = 0;
+	bool		in_string = false;
+
+	for (int i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '[' || c == '{')
+		{
+			depth++;
+			max = Max(max, depth);
+		}
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return max;
+}
+
+/*
+ * Parse body into jsonb.  Returns NULL and sets *why if it is not JSON we
+ * can take.
+ */
+static Jsonb *
+zim_parse_json(const StringInfo body, const char **why)
+{
+	char	   *text;
+	JsonLexContext *lex;
+	JsonSemAction sem = {0};
+	NumberCheck nc = {false};
+	JsonParseErrorType rc;
+
+	if (body->len == 0)
+	{
+		*why = "The answer is empty.";
+		return NULL;
+	}
+	if (memchr(body->data, '\0', body->len) != NULL)
+	{
+		*why = "The answer contains a zero byte.";
+		return NULL;
+	}
+	if (!pg_verify_mbstr(PG_UTF8, body->data, body->len, true))
+	{
+		*why = "The answer is not valid UTF-8.";
+		return NULL;
+	}
+	if (json_depth(body->data, body->len) > MAX_JSON_DEPTH)
+	{
+		*why = "The answer is nested too deeply.";
+		return NULL;
+	}
+
+	text = pg_any_to_server(body->data, body->len, PG_UTF8);
+	lex = zim_make_json_lex(text, strlen(text), GetDatabaseEncoding());
+	sem.semstate = &nc;
+	sem.scalar = check_number;
+	rc = pg_parse_json(lex, &sem);
+	if (rc != JSON_SUCCESS)
+	{
+		*why = psprintf("The answer is not JSON: %s", json_errdetail(rc, lex));
+		return NULL;
+	}
+	if (nc.bad_number)
+	{
+		*why = "The answer contains an out-of-range number.";
+		return NULL;
+	}
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+JsonbValue *
+ZimJsonGet(Jsonb *jb, const char *key)
+{
+	JsonbValue	v;
+
+	if (!JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	if (getKeyJsonValueFromContainer(&jb->root, key, strlen(key), &v) == NULL)
+		return NULL;
+	return (JsonbValue *) memcpy(palloc(sizeof(v)), &v, sizeof(v));
+}
+
+/*
+ * Read a JSON number as an exact int64; false if it is not one.
+ */
+bool
+ZimJsonInt64(const JsonbValue *v, int64 *out)
+{
+	char	   *s;
+	char	   *end;
+
+	if (v == NULL || v->type != jbvNumeric)
+		return false;
+	s = DatumGetCString(DirectFunctionCall1(numeric_out,
+											NumericGetDatum(v->val.numeric)));
+	errno = 0;
+	*out = strtoi64(s, &end, 10);
+	return errno == 0 && end != s && *end == '\0';
+}
+
+static char *
+zim_json_string(JsonbValue *v)
+{
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * Turn an answer into *resp, or say why it is not a ZIM answer.  An
+ * answer's "ErrorList", if any, must be an array; what its entries hold is
+ * the Action's business (conv_pinned.c reads ConvPinned's).
+ */
+bool
+ZimReadAnswer(const StringInfo body, ZimResponse *resp, const char **why)
+{
+	Jsonb	   *jb = zim_parse_json(body, why);
+	JsonbValue *v;
+
+	if (jb == NULL)
+		return false;
+	if (!JB_ROOT_IS_OBJECT(jb))
+	{
+		*why = "The answer is not a JSON object.";
+		return false;
+	}
+	if (!ZimJsonInt64(ZimJsonGet(jb, "Code"), &resp->code))
+	{
+		*why = "The answer has no integer \"Code\".";
+		return false;
+	}
+
+	resp->message = "";
+	v = ZimJsonGet(jb, "Message");
+	if (v && v->type == jbvString)
+		resp->message = zim_json_string(v);
+	else if (v && v->type != jbvNull)
+	{
+		*why = "The answer's \"Message\" is not a string.";
+		return false;
+	}
+
+	resp->request_id = "";
+	v = ZimJsonGet(jb, "RequestId");
+	if (v && v->type == jbvString)
+		resp->request_id = zim_json_string(v);
+	else if (v && v->type != jbvNull)
+	{
+		*why = "The answer's \"RequestId\" is not a string.";
+		return false;
+	}
+
+	v = ZimJsonGet(jb, "ErrorList");
+	if (v && v->type != jbvNull &&
+		!(v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data)))
+	{
+		*why = "The answer's \"ErrorList\" is not an array.";
+		return false;
+	}
+	resp->has_items = v && v->type == jbvBinary &&
+		JsonContainerSize(v->val.binary.data) > 0;
+
+	resp->jsonb = jb;
+	return true;
+}
