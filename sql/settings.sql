@@ -32,7 +32,9 @@ RESET zim_pin.api_url;
 SET zim_pin.max_convs_per_request = 0;
 SET zim_pin.max_convs_per_request = 101;
 SET zim_pin.max_retries = -1;
-SET zim_pin.timeout_ms = 0;
+-- (PostgreSQL 17 added units to this message: show the SQLSTATE and text)
+SELECT state, message LIKE '0 ms is outside the valid range for parameter "zim_pin.timeout_ms" (1%' AS out_of_range
+FROM zim_try($$SET zim_pin.timeout_ms = 0$$);
 SET zim_pin.requests_per_second = 5;
 
 -- the prefix is reserved: no placeholders

@@ -1,16 +1,24 @@
-# test/lib.sh: shared set-up for test/run-tests, test/demo and test/bench-*.
+# test/lib.sh: shared set-up for test/run-tests, test/demo and test/bench.
 #
 # Sourced, not run.  Installs what is missing from Debian's packages, builds
 # and installs the extension, makes a throwaway work directory that the
 # postgres OS user can write, certificates from a throwaway CA, and starts
 # the ZIM double on a free port of 127.0.0.1.  Everything started here is
 # stopped by zim_cleanup (installed as an EXIT trap).
+#
+# PG_MAJOR chooses the server: 15 (the default) is Debian 12's packages;
+# 16, 17 and 18 are built by test/build-pg into a cache outside the
+# checkout (/var/cache/zim_pin/pg/N, or $ZIM_PG_CACHE/N) on first use.
 
 set -euo pipefail
 
 ZIM_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=${PG_MAJOR:-15}
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+if [ "$PG_MAJOR" = 15 ]; then
+	PG_BIN=/usr/lib/postgresql/15/bin
+else
+	PG_BIN=${ZIM_PG_CACHE:-/var/cache/zim_pin/pg}/$PG_MAJOR/bin
+fi
 export PATH="$PG_BIN:$PATH"
 
 # test credentials shared by the double and the clusters (not real ones)
@@ -21,11 +29,12 @@ ZIM_PIDS=()
 
 zim_log() { printf '== %s\n' "$*" >&2; }
 
-# Install the Debian packages this project needs, if any is missing.
+# Install the Debian packages this project needs, if any is missing, and
+# build the server if PG_MAJOR is not Debian's.
 zim_install_deps() {
 	local pkgs=(make gcc pkg-config openssl curl python3
-		"postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
-		libcurl4-openssl-dev libssl-dev libipc-run-perl "postgresql-$PG_MAJOR-cron")
+		libcurl4-openssl-dev libssl-dev libipc-run-perl)
+	[ "$PG_MAJOR" = 15 ] && pkgs+=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron)
 	local missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
@@ -40,12 +49,24 @@ zim_install_deps() {
 		apt-get update -qq >/dev/null
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 	fi
+	if [ "$PG_MAJOR" != 15 ]; then
+		bash "$ZIM_SRC/test/build-pg" "$PG_MAJOR" >/dev/null
+	fi
+	# where this server's PGXS keeps pg_regress and the TAP modules
+	PG_PGXS_DIR=$(dirname "$(dirname "$(dirname "$("$PG_BIN/pg_config" --pgxs)")")")
+	export PG_PGXS_DIR
 }
 
-# Build with -Werror and install into this PostgreSQL.
+# Build with -Werror and install into this PostgreSQL.  Objects built for
+# another major are cleaned first.
 zim_build_install() {
-	zim_log "building and installing zim_pin"
+	local stamp="$ZIM_SRC/.zim_pin_built_for"
+	zim_log "building and installing zim_pin for $("$PG_BIN/pg_config" --version)"
+	if [ "$(cat "$stamp" 2>/dev/null)" != "$PG_BIN" ]; then
+		make -C "$ZIM_SRC" -s clean PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+	fi
 	make -C "$ZIM_SRC" -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+	echo "$PG_BIN" >"$stamp"
 	make -C "$ZIM_SRC" -s PG_CONFIG="$PG_BIN/pg_config" install >/dev/null
 }
 

@@ -180,6 +180,7 @@ $node->safe_psql('postgres', q{
 });
 my $bg = $node->background_psql('postgres');
 my $bpid = $bg->query_safe('SELECT pg_backend_pid()');
+chomp $bpid;	# BackgroundPsql of 16.2 keeps the newline
 $bg->query_safe('CALL enqueue_many(1000)');
 my $rss1 = rss($bpid);
 $bg->query_safe('CALL enqueue_many(5000)');
