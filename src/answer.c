@@ -27,6 +27,8 @@
 #define QUOTE_BYTES 120
 /* deepest nesting we accept in an answer */
 #define MAX_JSON_DEPTH 32
+/* largest exponent we accept in a number of an answer */
+#define MAX_EXPONENT 300
 
 /*
  * The first bytes of an answer, printable and redacted, for a detail.
@@ -56,17 +58,69 @@ typedef struct NumberCheck
 } NumberCheck;
 
 /*
- * Refuse numbers that numeric_in could reject (and that no ZIM answer
- * has): jsonb_in would raise a numeric error for them.
+ * Refuse numbers that no ZIM answer has and that cost or fail later:
+ * more than 40 characters, or an exponent beyond +-MAX_EXPONENT.
+ * numeric_in raises 22003 for 1e-20000 or 1e140000, and numeric_out
+ * writes 1e131071 as a 131,072-digit string.
  */
 static ZIM_JSON_CB_TYPE
 check_number(void *state, char *token, JsonTokenType tokentype)
 {
 	NumberCheck *nc = (NumberCheck *) state;
+	const char *e;
 
-	if (tokentype == JSON_TOKEN_NUMBER && strlen(token) > 40)
+	if (tokentype != JSON_TOKEN_NUMBER)
+		ZIM_JSON_CB_RETURN;
+	if (strlen(token) > 40)
 		nc->bad_number = true;
+	else if ((e = strpbrk(token, "eE")) != NULL)
+	{
+		long		exp = strtol(e + 1, NULL, 10);
+
+		if (exp > MAX_EXPONENT || exp < -MAX_EXPONENT)
+			nc->bad_number = true;
+	}
 	ZIM_JSON_CB_RETURN;
+}
+
+/*
+ * A valid UTF-8 answer in the database encoding.  Unlike pg_any_to_server,
+ * this works outside a transaction (the worker reads answers with none
+ * open), and a character the database encoding cannot hold becomes "?"
+ * rather than an error: a vendor's message in another script must not
+ * fail a call whose conversations changed.  (Ids in an answer echo what
+ * was sent, so they always convert.)
+ */
+static char *
+zim_utf8_to_server(const char *s, int len)
+{
+	StringInfoData buf;
+	int			enc = GetDatabaseEncoding();
+
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return pnstrdup(s, len);
+
+	initStringInfo(&buf);
+	for (int i = 0; i < len;)
+	{
+		const unsigned char *p = (const unsigned char *) s + i;
+		unsigned char out[MAX_MULTIBYTE_CHAR_LEN + 1] = {0};
+		int			n;
+
+		if (*p < 0x80)
+		{
+			appendStringInfoChar(&buf, (char) *p);
+			i++;
+			continue;
+		}
+		n = pg_utf_mblen(p);
+		if (zim_unicode_to_server_noerror(utf8_to_unicode(p), out))
+			appendStringInfoString(&buf, (const char *) out);
+		else
+			appendStringInfoChar(&buf, '?');
+		i += n;
+	}
+	return buf.data;
 }
 
 /* deepest nesting of [ and { outside strings */
@@ -135,7 +189,7 @@ zim_parse_json(const StringInfo body, const char **why)
 		return NULL;
 	}
 
-	text = pg_any_to_server(body->data, body->len, PG_UTF8);
+	text = zim_utf8_to_server(body->data, body->len);
 	lex = zim_make_json_lex(text, strlen(text), GetDatabaseEncoding());
 	sem.semstate = &nc;
 	sem.scalar = check_number;

@@ -191,8 +191,9 @@ zim_forget_url(ZimRequest *req)
 static void
 zim_start_attempt(const char *action, ZimRequest *req, TimestampTz now)
 {
-	/* RUNNING from here on, so that cleanup releases the gate */
+	/* RUNNING and counted in flight from here on, so cleanup releases both */
 	req->state = ZIM_REQ_RUNNING;
+	req->in_flight = true;
 	req->started = now;
 	req->transfer = -1;
 	initStringInfo(&req->url);
@@ -231,7 +232,7 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake,
 		/* give a send time to ready requests, as many as may run at once */
 		if (req->state == ZIM_REQ_READY && busy < ZIM_MAX_TRANSFERS)
 		{
-			req->at = ZimRateReserve(action, now);
+			req->at = req->reserved_at = ZimRateReserve(action, now);
 			req->state = ZIM_REQ_SCHEDULED;
 			if (req->at > now)
 				ZimStatsThrottled(action, (double) (req->at - now) / 1000.0);
@@ -239,7 +240,7 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake,
 		}
 
 		if (req->state == ZIM_REQ_SCHEDULED && req->at <= now &&
-			ZimRateGate(action, now, &req->at))
+			ZimRateGate(action, now, req->reserved_at, &req->at))
 			zim_start_attempt(action, req, now);
 
 		if ((req->state == ZIM_REQ_SCHEDULED || req->state == ZIM_REQ_BACKOFF) &&
@@ -265,6 +266,8 @@ zim_collect(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
 		if (req->state != ZIM_REQ_RUNNING || !ZimHttpFinished(req->transfer))
 			continue;
 		ZimHttpFinish(req->transfer, &req->http);
+		/* once only: judging the answer below may raise */
+		req->in_flight = false;
 		ZimRateSent(action, req->http.request_sent
 					? req->started + (TimestampTz) (req->http.pretransfer_ms * 1000.0)
 					: 0);
@@ -321,6 +324,7 @@ ZimSendRequests(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int
 	{
 		reqs[i].state = ZIM_REQ_READY;
 		reqs[i].attempts = 0;
+		reqs[i].in_flight = false;
 		reqs[i].url.data = NULL;
 	}
 
@@ -332,11 +336,17 @@ ZimSendRequests(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int
 	{
 		int			running = ZimHttpAbortAll();
 
-		/* abandoned transfers may have left: count them as sent now */
 		if (!ZimShmemLockHeld())
 			for (int i = 0; i < n; i++)
-				if (reqs[i].state == ZIM_REQ_RUNNING)
+			{
+				/* abandoned transfers may have left: count them as sent now */
+				if (reqs[i].in_flight)
 					ZimRateSent(action, GetCurrentTimestamp());
+				reqs[i].in_flight = false;
+				/* send times reserved but not reached are given back */
+				if (reqs[i].state == ZIM_REQ_SCHEDULED)
+					ZimRateRelease(action, reqs[i].reserved_at);
+			}
 		ZimStatsCanceled(action, running);
 		for (int i = 0; i < n; i++)
 			zim_forget_url(&reqs[i]);
@@ -451,8 +461,8 @@ zim_raise_transport(const char *action, const ZimHttpResult *http,
 			ereport(ERROR,
 					(errcode(ERRCODE_ZIM_BAD_RESPONSE),
 					 errmsg("answer of the ZIM server is too large"),
-					 errdetail("The answer exceeds %d bytes (Action %s).%s%s",
-							   ZIM_MAX_RESPONSE_SIZE, action, sep, extra),
+					 errdetail_internal("%s (Action %s).%s%s",
+										http->error, action, sep, extra),
 					 errhint("Check that zim_pin.api_url points to the ZIM server API.")));
 			break;
 		case ZIM_HTTP_CONNECTION_LOST:

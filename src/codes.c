@@ -42,16 +42,20 @@ ZimCodeIsRateLimit(int64 code)
 }
 
 /*
- * May a request answered with this Code be sent again?  An idempotent
- * request (ConvPinned sets an absolute state) may after any transient
- * failure; any other only after what surely was not processed.
+ * May a request answered with this Code be sent again?  Every rate-limit
+ * Code, under either policy: the request was not processed.  An idempotent
+ * request (ConvPinned sets an absolute state) also after the transient
+ * service failures; any other only after "busy" (1), which the gateway
+ * answers before processing.
  */
 bool
 ZimCodeIsRetryable(int64 code, ZimRetryPolicy policy)
 {
-	static const int64 idempotent[] = {1, 7, 660000001, 660000003, 660300005};
-	static const int64 unsent[] = {1, 7, 660300005, 660700001};
+	static const int64 idempotent[] = {1, 660000001, 660000003};
+	static const int64 unsent[] = {1};
 
+	if (ZimCodeIsRateLimit(code))
+		return true;
 	if (policy == ZIM_RETRY_IDEMPOTENT)
 		return code_in(code, idempotent, lengthof(idempotent));
 	return code_in(code, unsent, lengthof(unsent));

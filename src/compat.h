@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/guc.h"
@@ -116,6 +117,38 @@ static inline uint32
 zim_wait_event(ZimWaitEvent which)
 {
 	return PG_WAIT_EXTENSION;
+}
+#endif
+
+/*
+ * 16: pg_unicode_to_server_noerror converts one code point to the database
+ * encoding, or says it cannot.  Before, only pg_unicode_to_server, which
+ * raises; the conversion function it calls holds no resource, so catching
+ * its error without a subtransaction is safe.  Both use the converter
+ * that every backend prepares when it connects, so they work outside a
+ * transaction too (the queue's worker reads answers with none open).
+ */
+#if PG_VERSION_NUM >= 160000
+#define zim_unicode_to_server_noerror(c, s) pg_unicode_to_server_noerror((c), (s))
+#else
+static inline bool
+zim_unicode_to_server_noerror(pg_wchar c, unsigned char *s)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		pg_unicode_to_server(c, s);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
 }
 #endif
 

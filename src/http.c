@@ -255,6 +255,10 @@ zim_http_setup(Transfer *t, const char *url)
 	SETOPT(e, CURLOPT_REDIR_PROTOCOLS, (long) CURLPROTO_HTTPS);
 #endif
 	SETOPT(e, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075700
+	/* removing a transfer that is still resolving must not wait for it */
+	SETOPT(e, CURLOPT_QUICK_EXIT, 1L);
+#endif
 	SETOPT(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	SETOPT(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (zim_ca_file && zim_ca_file[0])
@@ -493,6 +497,9 @@ zim_http_classify(CURLcode rc, const WriteBuffer *wb)
 			if (wb->too_large || rc == CURLE_FILESIZE_EXCEEDED)
 				return ZIM_HTTP_TOO_LARGE;
 			return ZIM_HTTP_OTHER;
+		case CURLE_OUT_OF_MEMORY:
+			/* a header over CURL_MAX_HTTP_HEADER (see ZimHttpFinish) */
+			return ZIM_HTTP_TOO_LARGE;
 		case CURLE_COULDNT_RESOLVE_HOST:
 		case CURLE_COULDNT_RESOLVE_PROXY:
 		case CURLE_COULDNT_CONNECT:
@@ -539,7 +546,12 @@ ZimHttpFinish(int id, ZimHttpResult *result)
 	memset(result, 0, sizeof(*result));
 	initStringInfo(&result->body);
 
-	if (t->response.out_of_memory || t->rc == CURLE_OUT_OF_MEMORY)
+	/*
+	 * Our own buffer could not grow: out of memory.  (libcurl's own
+	 * CURLE_OUT_OF_MEMORY is what it reports for a header over its 100 kB
+	 * limit: that is the answer's fault, see zim_http_classify.)
+	 */
+	if (t->response.out_of_memory)
 	{
 		zim_http_release(t);
 		ereport(ERROR,
@@ -557,7 +569,13 @@ ZimHttpFinish(int id, ZimHttpResult *result)
 	curl_easy_getinfo(t->easy, CURLINFO_PRETRANSFER_TIME, &total);
 	result->pretransfer_ms = total * 1000.0;
 
-	if (t->rc != CURLE_OK)
+	if (result->status == ZIM_HTTP_TOO_LARGE && t->rc != CURLE_OUT_OF_MEMORY)
+		snprintf(result->error, sizeof(result->error),
+				 "The answer exceeds %d bytes", ZIM_MAX_RESPONSE_SIZE);
+	else if (t->rc == CURLE_OUT_OF_MEMORY)
+		snprintf(result->error, sizeof(result->error),
+				 "libcurl could not buffer the answer: a response header over its limit of 100 kB?");
+	else if (t->rc != CURLE_OK)
 	{
 		const char *text = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->rc);
 

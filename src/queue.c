@@ -47,6 +47,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(zim_conv_pinned_enqueue);
@@ -57,8 +58,22 @@ PG_FUNCTION_INFO_V1(zim_pin_run_jobs);
 #define JOB_BATCH			200
 /* zim_pin_run_jobs starts no new batch after this long */
 #define RUN_JOBS_BUDGET_MS	10000
-/* a claim's lease, if its claimer stays alive */
-#define CLAIM_LEASE			"10 minutes"
+/* a claim's lease in minutes, if its claimer stays alive */
+#define CLAIM_LEASE_MIN		"10"
+
+/*
+ * The statements below run as a superuser in the worker and in the
+ * SECURITY DEFINER zim_pin_run_jobs.  Both pin search_path to pg_catalog,
+ * and every function, operator and literal here is qualified or cast as
+ * well, so no object of any other schema can be picked instead.  (Every
+ * OPERATOR() has the same precedence: parenthesize.)
+ */
+#define EQ		"OPERATOR(pg_catalog.=)"
+#define NE		"OPERATOR(pg_catalog.<>)"
+#define LT		"OPERATOR(pg_catalog.<)"
+#define LE		"OPERATOR(pg_catalog.<=)"
+#define PLUS	"OPERATOR(pg_catalog.+)"
+#define MINUS	"OPERATOR(pg_catalog.-)"
 /* job retries: first delay, doubled, capped */
 #define JOB_BACKOFF_BASE_MS	1000
 #define JOB_BACKOFF_CAP_MS	(5 * 60 * 1000)
@@ -74,7 +89,8 @@ const char *
 ZimQueueSchema(void)
 {
 	if (SPI_execute("SELECT extnamespace::pg_catalog.regnamespace::pg_catalog.text"
-					" FROM pg_catalog.pg_extension WHERE extname = 'zim_pin'",
+					" FROM pg_catalog.pg_extension"
+					" WHERE extname OPERATOR(pg_catalog.=) 'zim_pin'::pg_catalog.name",
 					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		return NULL;
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -203,6 +219,8 @@ zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
 					  INT4OID, 4, true, TYPALIGN_INT, &types, NULL, &n_types);
 	job->pinned = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
 	job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	/* its earlier attempts all ended without an outcome (the runner died) */
+	job->exhausted = job->attempts > zim_job_max_attempts;
 	job->n = Min(n_ids, n_types);
 	job->convs = palloc(sizeof(ZimConv) * Max(job->n, 1));
 	for (int k = 0; k < job->n; k++)
@@ -213,9 +231,36 @@ zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
 }
 
 /*
+ * Build the requests of every job of a claimed batch.  Done in the claim's
+ * transaction: a body is converted to UTF-8, which needs one in a database
+ * of another encoding.
+ */
+static void
+zim_batch_requests(ZimJobBatch *batch)
+{
+	int			total = 0;
+
+	for (int j = 0; j < batch->n_jobs; j++)
+	{
+		batch->jobs[j].first_req = total;
+		/* an empty job sends nothing and is done; an exhausted one fails */
+		batch->jobs[j].n_reqs = batch->jobs[j].exhausted ? 0 :
+			ZimConvPinnedRequestCount(batch->jobs[j].n);
+		total += batch->jobs[j].n_reqs;
+	}
+	batch->reqs = palloc0(sizeof(ZimRequest) * Max(total, 1));
+	batch->n_reqs = total;
+	for (int j = 0; j < batch->n_jobs; j++)
+		if (batch->jobs[j].n_reqs > 0)
+			ZimConvPinnedRequests(batch->jobs[j].from_user_id, batch->jobs[j].convs,
+								  batch->jobs[j].n, batch->jobs[j].pinned,
+								  batch->reqs + batch->jobs[j].first_req);
+}
+
+/*
  * Claim up to max due jobs that head their user's queue, into batch (whose
- * cxt the caller set); SPI is connected.  Returns how many; 0 also when
- * the extension is not installed here.
+ * cxt the caller set), with their requests; SPI is connected.  Returns how
+ * many; 0 also when the extension is not installed here.
  */
 int
 ZimQueueClaim(int max, ZimJobBatch *batch)
@@ -235,18 +280,21 @@ ZimQueueClaim(int max, ZimJobBatch *batch)
 	rc = SPI_execute_with_args(psprintf(
 										"WITH heads AS ("
 										" SELECT j.job_id FROM %1$s.zim_pin_job j"
-										" WHERE j.state = 'pending' AND j.next_attempt_at <= clock_timestamp()"
-										"  AND (j.claimed_by IS NULL OR j.claimed_until < clock_timestamp()"
+										" WHERE j.state " EQ " 'pending'::pg_catalog.text"
+										"  AND j.next_attempt_at " LE " pg_catalog.clock_timestamp()"
+										"  AND (j.claimed_by IS NULL OR j.claimed_until " LT " pg_catalog.clock_timestamp()"
 										"       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(j.claimed_by)))"
 										"  AND NOT EXISTS (SELECT 1 FROM %1$s.zim_pin_job e"
-										"                  WHERE e.from_user_id = j.from_user_id"
-										"                    AND e.state = 'pending' AND e.job_id < j.job_id)"
+										"                  WHERE e.from_user_id " EQ " j.from_user_id"
+										"                    AND e.state " EQ " 'pending'::pg_catalog.text"
+										"                    AND e.job_id " LT " j.job_id)"
 										" ORDER BY j.job_id LIMIT $1 FOR UPDATE OF j SKIP LOCKED)"
 										" UPDATE %1$s.zim_pin_job j"
 										" SET claimed_by = pg_catalog.pg_backend_pid(),"
-										"     claimed_until = clock_timestamp() + interval '" CLAIM_LEASE "',"
-										"     attempts = j.attempts + 1"
-										" FROM heads WHERE j.job_id = heads.job_id"
+										"     claimed_until = pg_catalog.clock_timestamp() " PLUS
+										"       pg_catalog.make_interval(mins => " CLAIM_LEASE_MIN "),"
+										"     attempts = j.attempts " PLUS " 1"
+										" FROM heads WHERE j.job_id " EQ " heads.job_id"
 										" RETURNING j.job_id, j.from_user_id, j.conv_ids, j.conv_types,"
 										"           j.pinned, j.attempts",
 										batch->schema),
@@ -259,34 +307,20 @@ ZimQueueClaim(int max, ZimJobBatch *batch)
 	batch->jobs = palloc0(sizeof(ZimJob) * Max(batch->n_jobs, 1));
 	for (int i = 0; i < batch->n_jobs; i++)
 		zim_job_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &batch->jobs[i]);
+	zim_batch_requests(batch);
 	MemoryContextSwitchTo(old);
 	return batch->n_jobs;
 }
 
 /*
- * Send every request of every job of a batch, in one ZimSendRequests, with
- * no retry inside it: a job that fails transiently is retried as a whole
- * job, later.  Needs no transaction.
+ * Send every request of every job of a claimed batch, in one
+ * ZimSendRequests, with no retry inside it: a job that fails transiently
+ * is retried as a whole job, later.  Needs no transaction.
  */
 void
 ZimQueueSend(ZimJobBatch *batch)
 {
 	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
-	int			total = 0;
-
-	for (int j = 0; j < batch->n_jobs; j++)
-	{
-		batch->jobs[j].first_req = total;
-		/* an empty job sends nothing and is done */
-		batch->jobs[j].n_reqs = ZimConvPinnedRequestCount(batch->jobs[j].n);
-		total += batch->jobs[j].n_reqs;
-	}
-	batch->reqs = palloc0(sizeof(ZimRequest) * Max(total, 1));
-	batch->n_reqs = total;
-	for (int j = 0; j < batch->n_jobs; j++)
-		ZimConvPinnedRequests(batch->jobs[j].from_user_id, batch->jobs[j].convs,
-							  batch->jobs[j].n, batch->jobs[j].pinned,
-							  batch->reqs + batch->jobs[j].first_req);
 
 	ZimSendRequests("ConvPinned", ZIM_RETRY_IDEMPOTENT, batch->reqs, batch->n_reqs, 0);
 	MemoryContextSwitchTo(old);
@@ -358,6 +392,81 @@ zim_job_outcome(const ZimJob *job, const ZimRequest *reqs, const ZimConvTally *t
 		}
 }
 
+/* the arguments of the two UPDATEs below: $1 job, $2 state, $3 code, $4 text, $5 ms */
+typedef struct JobUpdate
+{
+	Oid			types[5];
+	Datum		args[5];
+	char		nulls[6];
+} JobUpdate;
+
+static void
+zim_job_update_init(JobUpdate *u, const ZimJob *job, bool has_code, int64 code,
+					const char *message)
+{
+	static const Oid types[5] = {INT8OID, TEXTOID, INT8OID, TEXTOID, INT8OID};
+
+	memcpy(u->types, types, sizeof(types));
+	memset(u->args, 0, sizeof(u->args));
+	strcpy(u->nulls, "     ");
+	u->args[0] = Int64GetDatum(job->job_id);
+	u->args[2] = Int64GetDatum(code);
+	u->args[3] = CStringGetTextDatum(message);
+	if (!has_code)
+		u->nulls[2] = 'n';
+}
+
+/* send the whole job again later (pinning is idempotent): releases the claim */
+static void
+zim_job_retry(const char *schema, const ZimJob *job, bool has_code, int64 code,
+			  const char *message)
+{
+	JobUpdate	u;
+
+	zim_job_update_init(&u, job, has_code, code, message);
+	u.args[4] = Int64GetDatum(ZimBackoffMs(job->attempts - 1, JOB_BACKOFF_BASE_MS,
+										   JOB_BACKOFF_CAP_MS));
+	zim_spi_exec(psprintf("UPDATE %s.zim_pin_job SET last_code = $3, last_message = $4,"
+						  " next_attempt_at = pg_catalog.clock_timestamp() " PLUS
+						  "   pg_catalog.make_interval(secs => $5 OPERATOR(pg_catalog./) 1000.0::pg_catalog.float8),"
+						  " claimed_by = NULL, claimed_until = NULL"
+						  " WHERE job_id " EQ " $1", schema),
+				 5, u.types, u.args, u.nulls);
+}
+
+/* the job's final state, once its failure rows are in */
+static void
+zim_job_finish(const char *schema, const ZimJob *job, bool done, bool has_code,
+			   int64 code, const char *message)
+{
+	JobUpdate	u;
+
+	zim_job_update_init(&u, job, has_code, code, message);
+	u.args[1] = CStringGetTextDatum(done ? "done" : "failed");
+	zim_spi_exec(psprintf("UPDATE %s.zim_pin_job SET state = $2, finished_at = pg_catalog.clock_timestamp(),"
+						  " last_code = $3, last_message = $4,"
+						  " claimed_by = NULL, claimed_until = NULL"
+						  " WHERE job_id " EQ " $1", schema),
+				 4, u.types, u.args, u.nulls);
+}
+
+/* fail a job none of whose conversations was changed: one row each */
+static void
+zim_job_fail_whole(const char *schema, const ZimJob *job, const char *message)
+{
+	FailureSink sink = {schema, job->job_id};
+	ZimConvFailure f = {0};
+
+	f.sub_message = message;
+	for (int k = 0; k < job->n; k++)
+	{
+		f.conv_id = job->convs[k].id;
+		f.conv_type = job->convs[k].type;
+		zim_failure_row(&f, &sink);
+	}
+	zim_job_finish(schema, job, false, false, 0, message);
+}
+
 /*
  * Record what one job's requests did: retry it later, or finish it (done
  * or failed) with its failure rows.  Returns true if it finished.
@@ -369,44 +478,28 @@ zim_record_job(const char *schema, ZimJob *job, const ZimRequest *reqs)
 	bool		has_code;
 	int64		code;
 	const char *message;
-	Oid			types[5] = {INT8OID, TEXTOID, INT8OID, TEXTOID, INT8OID};
-	Datum		args[5];
-	char		nulls[6] = "     ";
+	FailureSink sink = {schema, job->job_id};
+
+	if (job->exhausted)
+	{
+		zim_job_fail_whole(schema, job,
+						   psprintf("gave up after %d attempts, the last of which ended without an outcome",
+									job->attempts - 1));
+		return true;
+	}
 
 	ZimConvPinnedTally(reqs, job->n, &tally);
 	zim_job_outcome(job, reqs, &tally, &has_code, &code, &message);
-	args[0] = Int64GetDatum(job->job_id);
-	args[2] = Int64GetDatum(code);
-	args[3] = CStringGetTextDatum(message);
-	if (!has_code)
-		nulls[2] = 'n';
-
 	if (tally.first_whole >= 0 && tally.transient && job->attempts < zim_job_max_attempts)
 	{
-		/* try the whole job again later: pinning is idempotent */
-		args[4] = Int64GetDatum(ZimBackoffMs(job->attempts - 1, JOB_BACKOFF_BASE_MS,
-											 JOB_BACKOFF_CAP_MS));
-		zim_spi_exec(psprintf("UPDATE %s.zim_pin_job SET last_code = $3, last_message = $4,"
-							  " next_attempt_at = clock_timestamp() + $5 * interval '1 millisecond',"
-							  " claimed_by = NULL, claimed_until = NULL"
-							  " WHERE job_id = $1", schema),
-					 5, types, args, nulls);
+		zim_job_retry(schema, job, has_code, code, message);
 		return false;
 	}
 
 	/* finished: failure rows, then the job's final state */
-	{
-		FailureSink sink = {schema, job->job_id};
-
-		ZimConvPinnedFailures(reqs, job->convs, job->n, false, true,
-							  zim_failure_row, &sink, &tally);
-	}
-	args[1] = CStringGetTextDatum(tally.first_whole >= 0 ? "failed" : "done");
-	zim_spi_exec(psprintf("UPDATE %s.zim_pin_job SET state = $2, finished_at = clock_timestamp(),"
-						  " last_code = $3, last_message = $4,"
-						  " claimed_by = NULL, claimed_until = NULL"
-						  " WHERE job_id = $1", schema),
-				 4, types, args, nulls);
+	ZimConvPinnedFailures(reqs, job->convs, job->n, false, true,
+						  zim_failure_row, &sink, &tally);
+	zim_job_finish(schema, job, tally.first_whole < 0, has_code, code, message);
 	return true;
 }
 
@@ -429,6 +522,37 @@ ZimQueueRecord(ZimJobBatch *batch)
 }
 
 /*
+ * An error ended the sending or recording of a claimed batch (an answer
+ * that broke something, an out-of-memory): record it on every job of the
+ * batch, so that no job is reclaimed and resent without end.  A job with
+ * attempts left is retried later; the others fail.  SPI is connected, in a
+ * transaction other than the one that failed.  Returns how many finished.
+ */
+int
+ZimQueueRecordError(ZimJobBatch *batch, const ErrorData *edata)
+{
+	int			finished = 0;
+	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
+	const char *message = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode),
+								   edata->message ? edata->message : "error");
+
+	for (int j = 0; j < batch->n_jobs; j++)
+	{
+		ZimJob	   *job = &batch->jobs[j];
+
+		if (!job->exhausted && job->attempts < zim_job_max_attempts)
+			zim_job_retry(batch->schema, job, false, 0, message);
+		else
+		{
+			zim_job_fail_whole(batch->schema, job, message);
+			finished++;
+		}
+	}
+	MemoryContextSwitchTo(old);
+	return finished;
+}
+
+/*
  * Delete finished jobs (and by cascade their failure rows) older than
  * zim_pin.job_retention; SPI is connected.
  */
@@ -438,8 +562,9 @@ ZimQueuePrune(const char *schema)
 	Oid			types[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(zim_job_retention_min)};
 
-	zim_spi_exec(psprintf("DELETE FROM %s.zim_pin_job WHERE state <> 'pending'"
-						  " AND finished_at < clock_timestamp() - $1 * interval '1 minute'",
+	zim_spi_exec(psprintf("DELETE FROM %s.zim_pin_job WHERE state " NE " 'pending'::pg_catalog.text"
+						  " AND finished_at " LT " (pg_catalog.clock_timestamp() " MINUS
+						  "   pg_catalog.make_interval(mins => $1))",
 						  schema), 1, types, args, NULL);
 }
 
@@ -452,8 +577,9 @@ ZimQueueNextDue(const char *schema)
 	bool		isnull;
 	Datum		d;
 
-	if (SPI_execute(psprintf("SELECT min(next_attempt_at) FROM %s.zim_pin_job"
-							 " WHERE state = 'pending'", schema), true, 1) != SPI_OK_SELECT ||
+	if (SPI_execute(psprintf("SELECT pg_catalog.min(next_attempt_at) FROM %s.zim_pin_job"
+							 " WHERE state " EQ " 'pending'::pg_catalog.text", schema),
+					true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		return 0;
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -493,6 +619,51 @@ zim_conv_pinned_enqueue_one_type(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Send and record a batch claimed in the caller's transaction, in a
+ * subtransaction: an ERROR there (a poison answer, out of memory) is
+ * recorded on the batch's jobs instead, so that no job is resent without
+ * end.  A cancel or statement_timeout is the caller's, and goes on up.
+ */
+static int
+zim_run_claimed(ZimJobBatch *batch)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile int finished = 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		ZimQueueSend(batch);
+		finished = ZimQueueRecord(batch);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(batch->cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("sending queued jobs failed: %s", edata->message),
+				 errdetail("The error was recorded on the %d jobs being sent.", batch->n_jobs)));
+		finished = ZimQueueRecordError(batch, edata);
+	}
+	PG_END_TRY();
+	return finished;
+}
+
+/*
  * zim_pin_run_jobs(max_jobs int) returns int: claim, send and record due
  * jobs now, all in the calling transaction (so a rollback makes the jobs
  * claimable again); returns how many finished.  Starts no new batch after
@@ -526,8 +697,7 @@ zim_pin_run_jobs(PG_FUNCTION_ARGS)
 			break;
 		}
 		claimed_total += batch.n_jobs;
-		ZimQueueSend(&batch);
-		finished += ZimQueueRecord(&batch);
+		finished += zim_run_claimed(&batch);
 		SPI_finish();
 		/* forget the answers */
 		MemoryContextReset(batch.cxt);

@@ -43,9 +43,65 @@
 
 /* transfers of this backend counted in an Action's inflight, by slot */
 static int	my_inflight[ZIM_MAX_ACTIONS];
+
+/*
+ * This backend's reservations not yet used or given back, so that a
+ * backend that exits (even by FATAL, which runs no PG_FINALLY) gives them
+ * back.  A call holds at most ZIM_MAX_TRANSFERS at once.
+ */
+typedef struct MyReservation
+{
+	int			slot;
+	TimestampTz at;
+} MyReservation;
+
+static MyReservation my_reservations[ZIM_MAX_TRANSFERS * 2];
+static int	n_my_reservations = 0;
 static bool exit_callback_registered = false;
 
 static void zim_rate_at_exit(int code, Datum arg);
+
+static void
+zim_rate_register_exit(void)
+{
+	if (ZimShmemIsShared() && !exit_callback_registered)
+	{
+		before_shmem_exit(zim_rate_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+}
+
+/* forget one of this backend's reservations; false if it is not one */
+static bool
+zim_forget_mine(int slot, TimestampTz at)
+{
+	for (int i = n_my_reservations - 1; i >= 0; i--)
+		if (my_reservations[i].slot == slot && my_reservations[i].at == at)
+		{
+			my_reservations[i] = my_reservations[--n_my_reservations];
+			return true;
+		}
+	return false;
+}
+
+/*
+ * Take a reserved send time out of an Action's ring (caller holds the
+ * lock).  Later reservations keep their times: they only ever lie later
+ * than the limit needs, so every window still holds at most the limit.
+ */
+static void
+zim_ring_remove(ZimActionState *st, TimestampTz at)
+{
+	for (int i = st->count - 1; i >= 0; i--)
+	{
+		if (ZimReservation(st, i) != at)
+			continue;
+		for (int k = i; k < st->count - 1; k++)
+			ZimReservation(st, k) = ZimReservation(st, k + 1);
+		st->count--;
+		return;
+	}
+}
 
 /*
  * Reserve the send time of one request of this Action; returns it (it may
@@ -94,9 +150,32 @@ ZimRateReserve(const char *action, TimestampTz now)
 	st->count++;
 	ZimReservation(st, st->count - 1) = t;
 
+	if (n_my_reservations < (int) lengthof(my_reservations))
+		my_reservations[n_my_reservations++] = (MyReservation)
+		{
+			ZimActionIndex(st), t
+		};
 	ZimShmemUnlock();
+	zim_rate_register_exit();
 
 	return t;
+}
+
+/*
+ * A request that reserved send time at will not be sent (its call was
+ * cancelled, timed out or failed): give the time back, so that abandoned
+ * calls cannot push everyone's next send time into the future.
+ */
+void
+ZimRateRelease(const char *action, TimestampTz at)
+{
+	ZimActionState *st;
+
+	ZimShmemLock();
+	st = ZimActionLookup(action);
+	if (zim_forget_mine(ZimActionIndex(st), at))
+		zim_ring_remove(st, at);
+	ZimShmemUnlock();
 }
 
 /*
@@ -111,7 +190,8 @@ ZimRateReserve(const char *action, TimestampTz now)
  * when to try again, if not.
  */
 bool
-ZimRateGate(const char *action, TimestampTz now, TimestampTz *retry_at)
+ZimRateGate(const char *action, TimestampTz now, TimestampTz reserved_at,
+			TimestampTz *retry_at)
 {
 	ZimActionState *st;
 	int			limit = zim_requests_per_second;
@@ -129,6 +209,8 @@ ZimRateGate(const char *action, TimestampTz now, TimestampTz *retry_at)
 	{
 		st->inflight++;
 		my_inflight[ZimActionIndex(st)]++;
+		/* the reservation is used: the request goes now */
+		(void) zim_forget_mine(ZimActionIndex(st), reserved_at);
 	}
 	else
 	{
@@ -144,11 +226,8 @@ ZimRateGate(const char *action, TimestampTz now, TimestampTz *retry_at)
 	}
 	ZimShmemUnlock();
 
-	if (ok && ZimShmemIsShared() && !exit_callback_registered)
-	{
-		before_shmem_exit(zim_rate_at_exit, (Datum) 0);
-		exit_callback_registered = true;
-	}
+	if (ok)
+		zim_rate_register_exit();
 	return ok;
 }
 
@@ -188,7 +267,8 @@ ZimRateSent(const char *action, TimestampTz sent_at)
 
 /*
  * A backend that exits (even by FATAL, which runs no PG_FINALLY) must not
- * leave transfers counted as in flight in shared memory.
+ * leave transfers counted as in flight, nor send times reserved, in shared
+ * memory.
  */
 static void
 zim_rate_at_exit(int code, Datum arg)
@@ -215,6 +295,10 @@ zim_rate_at_exit(int code, Datum arg)
 			}
 		}
 	}
+	for (int i = 0; i < n_my_reservations; i++)
+		if (my_reservations[i].slot < ZimActionCount())
+			zim_ring_remove(ZimActionByIndex(my_reservations[i].slot), my_reservations[i].at);
+	n_my_reservations = 0;
 	ZimShmemUnlock();
 }
 

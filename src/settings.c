@@ -18,6 +18,13 @@
  * prints "********" when a secret is set.  The extra follows SET, RESET,
  * SET LOCAL and function SET clauses like the value would.
  *
+ * The secret can also come from a file (zim_pin.server_secret_file), read
+ * by the server at each call, and refused when group or others may read it
+ * (like ssl_key_file).  Without preloading, PostgreSQL shows every zim_pin.*
+ * value of postgresql.conf to every role until the library loads, so a
+ * secret in zim_pin.server_secret is then refused: the file is the only
+ * way.
+ *
  * This file is the bottom layer: it calls no other file of zim_pin, and
  * nothing here may put the secret in a message, at any level.
  *
@@ -28,7 +35,10 @@
 #include "zim_pin.h"
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -47,6 +57,14 @@ int			zim_job_retention_min = 7 * 24 * 60;
 /* the GUC variables of the two settings whose real value lives in "extra" */
 static char *app_id_string = NULL;
 static char *secret_string = NULL;
+static char *secret_file = NULL;
+
+/* was the library loaded by shared_preload_libraries? */
+static bool preloaded = false;
+
+/* the secret as last read from zim_pin.server_secret_file, wiped on change */
+#define MAX_SECRET_LEN 1024
+static char file_secret[MAX_SECRET_LEN + 1];
 
 /* set by the assign hooks; point into GUC-owned extra */
 static const uint32 *app_id_value = NULL;
@@ -178,6 +196,8 @@ check_api_url(char **newval, void **extra, GucSource source)
 void
 ZimDefineSettings(void)
 {
+	preloaded = process_shared_preload_libraries_in_progress;
+
 	DefineCustomStringVariable("zim_pin.app_id",
 							   "ZEGOCLOUD AppId used to sign requests.",
 							   "A decimal number between 1 and 4294967295.",
@@ -197,6 +217,15 @@ ZimDefineSettings(void)
 							   GUC_NOT_IN_SAMPLE,
 							   check_server_secret, assign_server_secret,
 							   show_server_secret);
+
+	DefineCustomStringVariable("zim_pin.server_secret_file",
+							   "File whose first line is the ZEGOCLOUD ServerSecret.",
+							   "Read by the server; refused if group or others can read it.",
+							   &secret_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("zim_pin.api_url",
 							   "Base URL of the ZIM server API.",
@@ -293,28 +322,132 @@ ZimDefineSettings(void)
 	MarkGUCPrefixReserved("zim_pin");
 }
 
+/* what is wrong with the configuration, for ZimCheckConfigured */
+typedef struct ConfigProblem
+{
+	const char *message;
+	const char *detail;
+	const char *hint;
+} ConfigProblem;
+
+#define HINT_SECRET \
+	"Set zim_pin.app_id and zim_pin.server_secret (or zim_pin.server_secret_file) in postgresql.conf and reload."
+
 /*
- * Raise 55000 unless the AppId and the secret are set.
+ * Read the first line of zim_pin.server_secret_file into file_secret.
+ * Returns false and fills *p if it cannot be used.  Never puts any of the
+ * file's content in a message.
+ */
+static bool
+zim_read_secret_file(ConfigProblem *p)
+{
+	int			fd;
+	struct stat st;
+	ssize_t		n;
+	char	   *eol;
+
+	explicit_bzero(file_secret, sizeof(file_secret));
+	fd = open(secret_file, O_RDONLY | PG_BINARY, 0);
+	if (fd < 0)
+	{
+		p->message = psprintf("could not open secret file \"%s\": %m", secret_file);
+		p->hint = "Check zim_pin.server_secret_file: the file must be readable by the database server.";
+		return false;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+	{
+		close(fd);
+		p->message = psprintf("secret file \"%s\" is not a regular file", secret_file);
+		return false;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO))
+	{
+		close(fd);
+		p->message = psprintf("secret file \"%s\" has group or world access", secret_file);
+		p->detail = "The file must have permissions u=rw (0600) or less, like ssl_key_file.";
+		p->hint = "Run chmod 600 on the file.";
+		return false;
+	}
+	n = read(fd, file_secret, MAX_SECRET_LEN);
+	close(fd);
+	if (n < 0)
+	{
+		p->message = psprintf("could not read secret file \"%s\": %m", secret_file);
+		return false;
+	}
+	file_secret[n] = '\0';
+	if ((eol = strpbrk(file_secret, "\r\n")) != NULL)
+		*eol = '\0';
+	if (file_secret[0] == '\0')
+	{
+		p->message = psprintf("secret file \"%s\" is empty", secret_file);
+		p->detail = "Its first line must be the ServerSecret.";
+		return false;
+	}
+	return true;
+}
+
+/* true if the AppId and a usable secret are set; else fills *p */
+static bool
+zim_check_config(ConfigProblem *p)
+{
+	bool		from_file = secret_file != NULL && secret_file[0] != '\0';
+	bool		from_setting = secret_value != NULL && secret_value[0] != '\0';
+
+	memset(p, 0, sizeof(*p));
+	p->hint = HINT_SECRET;
+	if (app_id_value == NULL)
+	{
+		p->message = "zim_pin.app_id is not set";
+		return false;
+	}
+	if (from_file && from_setting)
+	{
+		p->message = "zim_pin.server_secret and zim_pin.server_secret_file are both set";
+		p->hint = "Set only one of them, and reload.";
+		return false;
+	}
+	if (from_file)
+		return zim_read_secret_file(p);
+	if (!from_setting)
+	{
+		p->message = "zim_pin.server_secret is not set";
+		return false;
+	}
+	if (!preloaded)
+	{
+		p->message = "zim_pin.server_secret cannot be used without preloading";
+		p->detail = "Without shared_preload_libraries = 'zim_pin', PostgreSQL shows the zim_pin.server_secret of postgresql.conf to every role.";
+		p->hint = "Add zim_pin to shared_preload_libraries, or give the secret in zim_pin.server_secret_file instead.";
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Raise 55000 unless the AppId and a usable secret are set; (re)reads the
+ * secret file.  Called once per call, before anything is sent.
  */
 void
 ZimCheckConfigured(void)
 {
-	if (app_id_value == NULL)
+	ConfigProblem p;
+
+	if (!zim_check_config(&p))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("zim_pin.app_id is not set"),
-				 errhint("Set zim_pin.app_id and zim_pin.server_secret in postgresql.conf and reload.")));
-	if (secret_value == NULL || secret_value[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("zim_pin.server_secret is not set"),
-				 errhint("Set zim_pin.app_id and zim_pin.server_secret in postgresql.conf and reload.")));
+				 errmsg_internal("%s", p.message),
+				 p.detail ? errdetail_internal("%s", p.detail) : 0,
+				 p.hint ? errhint("%s", p.hint) : 0));
 }
 
+/* the same check, without raising (the worker waits instead) */
 bool
 ZimIsConfigured(void)
 {
-	return app_id_value != NULL && secret_value != NULL && secret_value[0] != '\0';
+	ConfigProblem p;
+
+	return zim_check_config(&p);
 }
 
 uint32
@@ -323,9 +456,12 @@ ZimAppId(void)
 	return app_id_value ? *app_id_value : 0;
 }
 
+/* the secret that ZimCheckConfigured found usable */
 const char *
 ZimServerSecret(void)
 {
+	if (secret_file != NULL && secret_file[0] != '\0')
+		return file_secret;
 	return secret_value ? secret_value : "";
 }
 
@@ -338,17 +474,21 @@ const char *
 ZimRedact(const char *text)
 {
 	StringInfoData buf;
-	const char *secret = ZimServerSecret();
-	size_t		secret_len = strlen(secret);
+	const char *secrets[2] = {file_secret, secret_value ? secret_value : ""};
 	const char *p = text;
 
 	initStringInfo(&buf);
 	while (*p)
 	{
-		if (secret_len > 0 && strncmp(p, secret, secret_len) == 0)
+		size_t		len = 0;
+
+		for (int i = 0; i < 2 && len == 0; i++)
+			if (secrets[i][0] && strncmp(p, secrets[i], strlen(secrets[i])) == 0)
+				len = strlen(secrets[i]);
+		if (len > 0)
 		{
 			appendStringInfoString(&buf, SECRET_MASK);
-			p += secret_len;
+			p += len;
 		}
 		else if (pg_strncasecmp(p, "Signature=", 10) == 0)
 		{

@@ -16,8 +16,10 @@
  *					launcher, worker and enqueuing backends
  *	 slot 0 .. 15	ZIM_MAX_ACTIONS ZimActionState of SHARED_SLOT_SIZE each:
  *					the Action's name, pause, counters, and its two rings of
- *					ZIM_MAX_RATE send times (ratelimit.c); the last slot is
- *					"(other)", shared by Actions beyond the first 15
+ *					ZIM_MAX_RATE send times (ratelimit.c); the first are
+ *					the documented Actions (ZIM_KNOWN_ACTIONS), then others
+ *					as they come; the last slot is "(other)", shared by the
+ *					Actions that found no free slot
  *
  * Locking: one LWLock of the named tranche "zim_pin" protects all of it.
  * It is held only for a few instructions at a time (a slot lookup, a
@@ -185,45 +187,60 @@ local_ensure_capacity(int i)
 	return new;
 }
 
+/* add a slot named name as number n_actions (caller holds the lock) */
+static int
+zim_add_slot(const char *name)
+{
+	int			i;
+	ZimActionState *st;
+
+	if (zim_shared)
+	{
+		i = zim_shared->n_actions++;
+		st = shared_slot(i);
+		memset(st, 0, offsetof(ZimActionState, rings));
+		st->capacity = ZIM_MAX_RATE;
+	}
+	else
+	{
+		i = local_n_actions++;
+		local_actions[i] = NULL;
+		st = local_ensure_capacity(i);
+	}
+	strlcpy(st->action, name, sizeof(st->action));
+	return i;
+}
+
 /*
- * The state of an Action; the caller holds ZimStateLock.  When all slots
- * are taken, the last one is shared by every further Action (stricter, so
- * still safe for the limit).
+ * The state of an Action; the caller holds ZimShmemLock.  The documented
+ * Actions have slots of their own from the start, whatever names zim_api
+ * is called with.  Other Actions take the free slots as they come; when
+ * those are gone, the last slot, "(other)", is shared by every further
+ * Action (a stricter limit, so still safe).
  */
 ZimActionState *
 ZimActionLookup(const char *action)
 {
-	int			n = zim_shared ? zim_shared->n_actions : local_n_actions;
+	static const char *const known[] = {ZIM_KNOWN_ACTIONS};
+	int			n;
 	int			i;
-	ZimActionState *st;
 
+	if ((zim_shared ? zim_shared->n_actions : local_n_actions) == 0)
+		for (int k = 0; k < (int) lengthof(known); k++)
+			(void) zim_add_slot(known[k]);
+
+	n = zim_shared ? zim_shared->n_actions : local_n_actions;
 	for (i = 0; i < n; i++)
 	{
-		st = zim_shared ? shared_slot(i) : local_actions[i];
+		ZimActionState *st = zim_shared ? shared_slot(i) : local_actions[i];
+
 		if (strcmp(st->action, action) == 0)
 			return zim_shared ? st : local_ensure_capacity(i);
 	}
 	if (n == ZIM_MAX_ACTIONS)
 		i = ZIM_MAX_ACTIONS - 1;
 	else
-	{
-		i = n;
-		if (zim_shared)
-		{
-			zim_shared->n_actions++;
-			st = shared_slot(i);
-			memset(st, 0, offsetof(ZimActionState, rings));
-			st->capacity = ZIM_MAX_RATE;
-		}
-		else
-		{
-			local_n_actions++;
-			local_actions[i] = NULL;
-			st = local_ensure_capacity(i);
-		}
-		strlcpy(st->action, (i == ZIM_MAX_ACTIONS - 1) ? "(other)" : action,
-				sizeof(st->action));
-	}
+		i = zim_add_slot((n == ZIM_MAX_ACTIONS - 1) ? "(other)" : action);
 	return zim_shared ? shared_slot(i) : local_ensure_capacity(i);
 }
 

@@ -51,6 +51,11 @@
 #define BLOCKED_RECHECK_MS	5000
 /* how often the worker deletes old jobs */
 #define HOUSEKEEPING_MS		(60 * 1000)
+/* while the AppId or secret is missing, look again this often */
+#define UNCONFIGURED_RECHECK_MS	(10 * 1000)
+/* a worker that could not connect: first delay before the next, doubled */
+#define CONNECT_BACKOFF_MS	1000
+#define CONNECT_BACKOFF_CAP_MS	(5 * 60 * 1000)
 
 /* start a transaction with SPI and a snapshot, saying what it is for */
 static void
@@ -75,31 +80,114 @@ zim_worker_end(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/* errors in a row that were not a job's (the worker backs off) */
+static int	worker_errors = 0;
+
 /*
- * Claim, send and record one batch; returns how many jobs finished.
+ * After an ERROR: log it, and end the failed transaction.  Returns the
+ * error, copied into cxt.
+ */
+static ErrorData *
+zim_worker_error(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	/* report it like the server would, without ending the worker */
+	ereport(LOG,
+			(errcode(edata->sqlerrcode),
+			 errmsg("zim_pin worker: %s", edata->message),
+			 edata->detail ? errdetail_internal("%s", edata->detail) : 0));
+	AbortOutOfAnyTransaction();
+	debug_query_string = NULL;
+	pgstat_report_activity(STATE_IDLE, NULL);
+	/* where the worker lives between transactions (cxt may be deleted next) */
+	MemoryContextSwitchTo(TopMemoryContext);
+	return edata;
+}
+
+/*
+ * An error that is no job's fault (the database is read-only, a table is
+ * locked, memory is short): wait, longer each time, but interruptibly.
+ */
+static void
+zim_worker_back_off(void)
+{
+	long		ms = ZimBackoffMs(worker_errors++, 1000, 60 * 1000);
+
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, zim_wait_event(ZIM_WAIT_BACKOFF));
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* record, in a transaction of its own, the error that ended a batch */
+static int
+zim_worker_record_error(ZimJobBatch *batch, ErrorData *edata)
+{
+	volatile int finished = 0;
+
+	PG_TRY();
+	{
+		zim_worker_begin("zim_pin: recording an error");
+		finished = ZimQueueRecordError(batch, edata);
+		zim_worker_end();
+	}
+	PG_CATCH();
+	{
+		(void) zim_worker_error(batch->cxt);
+		zim_worker_back_off();
+	}
+	PG_END_TRY();
+	return finished;
+}
+
+/*
+ * Claim, send and record one batch; returns how many jobs finished.  An
+ * ERROR anywhere is caught: once jobs are claimed it is recorded on them
+ * (a poison answer fails its jobs after zim_pin.job_max_attempts instead
+ * of being resent without end); before, the worker backs off.
  */
 static int
 zim_worker_run_batch(void)
 {
 	ZimJobBatch batch = {0};
-	int			finished = 0;
+	volatile int finished = 0;
+	volatile bool claimed = false;
 
 	batch.cxt = AllocSetContextCreate(TopMemoryContext, "zim_pin job batch",
 									  ALLOCSET_DEFAULT_SIZES);
-	zim_worker_begin("zim_pin: claiming jobs");
-	(void) ZimQueueClaim(WORKER_BATCH, &batch);
-	zim_worker_end();
-	if (batch.n_jobs > 0)
+	PG_TRY();
 	{
-		/* no transaction open while sending */
-		debug_query_string = "zim_pin: sending jobs";
-		pgstat_report_activity(STATE_RUNNING, debug_query_string);
-		ZimQueueSend(&batch);
-
-		zim_worker_begin("zim_pin: recording jobs");
-		finished = ZimQueueRecord(&batch);
+		zim_worker_begin("zim_pin: claiming jobs");
+		(void) ZimQueueClaim(WORKER_BATCH, &batch);
 		zim_worker_end();
+		claimed = batch.n_jobs > 0;
+		if (claimed)
+		{
+			/* no transaction open while sending */
+			debug_query_string = "zim_pin: sending jobs";
+			pgstat_report_activity(STATE_RUNNING, debug_query_string);
+			ZimQueueSend(&batch);
+
+			zim_worker_begin("zim_pin: recording jobs");
+			finished = ZimQueueRecord(&batch);
+			zim_worker_end();
+		}
+		worker_errors = 0;
 	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = zim_worker_error(batch.cxt);
+
+		if (claimed)
+			finished = zim_worker_record_error(&batch, edata);
+		else
+			zim_worker_back_off();
+	}
+	PG_END_TRY();
 	MemoryContextDelete(batch.cxt);
 	return finished;
 }
@@ -112,10 +200,11 @@ static TimestampTz
 zim_worker_housekeeping(void)
 {
 	const char *schema;
-	TimestampTz next_due = 0;
+	volatile TimestampTz next_due = 0;
 	TimestampTz now = GetCurrentTimestamp();
 	bool		prune;
 	ZimQueueShared *q;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	ZimShmemLock();
 	q = ZimShmemQueue();
@@ -124,15 +213,25 @@ zim_worker_housekeeping(void)
 		q->last_housekeeping = now;
 	ZimShmemUnlock();
 
-	zim_worker_begin("zim_pin: housekeeping");
-	schema = ZimQueueSchema();
-	if (schema != NULL)
+	PG_TRY();
 	{
-		if (prune)
-			ZimQueuePrune(schema);
-		next_due = ZimQueueNextDue(schema);
+		zim_worker_begin("zim_pin: housekeeping");
+		schema = ZimQueueSchema();
+		if (schema != NULL)
+		{
+			if (prune)
+				ZimQueuePrune(schema);
+			next_due = ZimQueueNextDue(schema);
+		}
+		zim_worker_end();
 	}
-	zim_worker_end();
+	PG_CATCH();
+	{
+		FreeErrorData(zim_worker_error(cxt));
+		zim_worker_back_off();
+		next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BLOCKED_RECHECK_MS);
+	}
+	PG_END_TRY();
 	return next_due;
 }
 
@@ -198,6 +297,31 @@ zim_worker_leave_if_idle(TimestampTz next_due)
 		proc_exit(0);
 }
 
+/*
+ * Without an AppId and a usable secret nothing can be sent: say so once,
+ * and leave (a worker that stayed would hold its database, so that DROP
+ * DATABASE fails); the launcher starts another in a while.
+ */
+static void
+zim_worker_leave_unconfigured(void)
+{
+	bool		warn;
+
+	ZimShmemLock();
+	warn = !ZimShmemQueue()->config_warned;
+	ZimShmemQueue()->config_warned = true;
+	ZimShmemQueue()->next_due =
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), UNCONFIGURED_RECHECK_MS);
+	ZimShmemQueue()->worker_procno = -1;
+	ZimShmemUnlock();
+	if (warn)
+		ereport(LOG,
+				(errmsg("zim_pin worker is waiting for zim_pin.app_id and the secret"),
+				 errdetail("Queued jobs are kept until they can be sent."),
+				 errhint("Set zim_pin.app_id and zim_pin.server_secret (or zim_pin.server_secret_file) and reload.")));
+	proc_exit(0);
+}
+
 static void
 zim_worker_sleep(long timeout_ms)
 {
@@ -221,6 +345,17 @@ zim_pin_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnection(zim_worker_database, NULL, 0);
 	pgstat_report_appname("zim_pin worker");
 
+	/*
+	 * The worker runs as the bootstrap superuser in a database whose owner
+	 * may set its search_path (ALTER DATABASE ... SET): resolve nothing
+	 * through it.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	ZimShmemLock();
+	ZimShmemQueue()->worker_connects++;
+	ZimShmemUnlock();
+
 	ZimShmemLock();
 	ZimShmemQueue()->worker_procno = zim_procno(MyProc);
 	ZimShmemQueue()->work_pending = false;
@@ -237,13 +372,11 @@ zim_pin_worker_main(Datum arg)
 
 		zim_worker_refresh();
 		if (!ZimIsConfigured())
-		{
-			ereport(LOG,
-					(errmsg("zim_pin worker is waiting for zim_pin.app_id and zim_pin.server_secret")));
-			zim_worker_sleep(10 * 1000L);
-			continue;
-		}
+			zim_worker_leave_unconfigured();
 
+		ZimShmemLock();
+		ZimShmemQueue()->config_warned = false;
+		ZimShmemUnlock();
 		done = zim_worker_run_batch();
 		next_due = zim_worker_housekeeping();
 		now = GetCurrentTimestamp();
@@ -298,13 +431,46 @@ zim_launch_worker(void)
 	return handle;
 }
 
+/* the launcher's memory of the workers it started */
+typedef struct LauncherState
+{
+	BackgroundWorkerHandle *handle; /* the last worker started, or NULL */
+	uint64		connects_before;	/* worker_connects when it was started */
+	int			failures;		/* workers in a row that never connected */
+	TimestampTz retry_after;	/* no new worker before this */
+} LauncherState;
+
+/*
+ * The last worker is gone: if it never reached its database (a misnamed or
+ * dropped zim_pin.worker_database), wait longer before the next, and say
+ * so once.
+ */
+static void
+zim_launcher_worker_ended(LauncherState *ls, uint64 connects)
+{
+	if (connects != ls->connects_before)
+	{
+		ls->failures = 0;
+		ls->retry_after = 0;
+		return;
+	}
+	if (ls->failures++ == 0)
+		ereport(LOG,
+				(errmsg("zim_pin worker could not connect to database \"%s\"",
+						zim_worker_database),
+				 errhint("Check zim_pin.worker_database; the launcher tries again with a growing delay.")));
+	ls->retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												  ZimBackoffMs(ls->failures, CONNECT_BACKOFF_MS,
+															   CONNECT_BACKOFF_CAP_MS));
+}
+
 /*
  * The launcher: starts the worker when there is work, and at start-up.
  */
 void
 zim_pin_launcher_main(Datum arg)
 {
-	BackgroundWorkerHandle *handle = NULL;
+	LauncherState ls = {0};
 	bool		first = true;
 
 	pqsignal(SIGTERM, die);
@@ -319,6 +485,7 @@ zim_pin_launcher_main(Datum arg)
 	{
 		bool		pending;
 		bool		running;
+		uint64		connects;
 		TimestampTz due;
 		TimestampTz now = GetCurrentTimestamp();
 		long		timeout = 60 * 1000;
@@ -328,21 +495,38 @@ zim_pin_launcher_main(Datum arg)
 		pending = ZimShmemQueue()->work_pending;
 		due = ZimShmemQueue()->next_due;
 		running = ZimShmemQueue()->worker_procno >= 0;
+		connects = ZimShmemQueue()->worker_connects;
 		ZimShmemUnlock();
 
-		if (handle != NULL && GetBackgroundWorkerPid(handle, &pid) != BGWH_STOPPED)
-			running = true;
-
-		if (!running && (first || pending || (due != 0 && due <= now)))
+		if (ls.handle != NULL)
 		{
-			if (handle)
-				pfree(handle);
-			handle = zim_launch_worker();
+			if (GetBackgroundWorkerPid(ls.handle, &pid) != BGWH_STOPPED)
+				running = true;
+			else
+			{
+				zim_launcher_worker_ended(&ls, connects);
+				pfree(ls.handle);
+				ls.handle = NULL;
+			}
+		}
+
+		if (!running && (first || pending || (due != 0 && due <= now)) &&
+			now >= ls.retry_after)
+		{
+			ls.connects_before = connects;
+			ls.handle = zim_launch_worker();
 			first = false;
 			timeout = 1000;
 		}
+		else if (pending)
+		{
+			/* the worker may be on its way out, or the next start delayed */
+			timeout = 1000;
+			if (!running && ls.retry_after > now)
+				timeout = Max(1, TimestampDifferenceMilliseconds(now, ls.retry_after));
+		}
 		else if (due != 0)
-			timeout = Min(timeout, Max(1, TimestampDifferenceMilliseconds(now, due)));
+			timeout = Min(timeout, Max(1, TimestampDifferenceMilliseconds(now, Max(due, ls.retry_after))));
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, zim_wait_event(ZIM_WAIT_WORKER_IDLE));

@@ -82,6 +82,9 @@
 
 /* Most distinct Actions tracked; further ones share the last slot */
 #define ZIM_MAX_ACTIONS			16
+/* The documented Actions: each always has a slot of its own */
+#define ZIM_KNOWN_ACTIONS \
+	"ConvPinned", "UserRegister", "QueryConversationList", "SilenceConvNotification"
 /* Upper bound of zim_pin.requests_per_second (the limiter's ring size) */
 #define ZIM_MAX_RATE			10000
 /* Most HTTP exchanges one backend runs at once */
@@ -167,6 +170,8 @@ typedef struct ZimQueueShared
 	bool		work_pending;	/* a commit enqueued since the worker looked */
 	TimestampTz next_due;		/* earliest retry the worker left, 0: none */
 	TimestampTz last_housekeeping;
+	uint64		worker_connects;	/* workers that reached their database */
+	bool		config_warned;	/* "waiting for configuration" was logged */
 } ZimQueueShared;
 
 extern void ZimShmemInstallHooks(void);
@@ -236,7 +241,9 @@ extern void ZimStatsConvs(const char *action, int64 changed, int64 failed);
 
 /* ---- ratelimit.c ---- */
 extern TimestampTz ZimRateReserve(const char *action, TimestampTz now);
-extern bool ZimRateGate(const char *action, TimestampTz now, TimestampTz *retry_at);
+extern bool ZimRateGate(const char *action, TimestampTz now, TimestampTz reserved_at,
+						TimestampTz *retry_at);
+extern void ZimRateRelease(const char *action, TimestampTz reserved_at);
 extern void ZimRateSent(const char *action, TimestampTz sent_at);
 extern void ZimRatePause(const char *action, int ms);
 
@@ -301,6 +308,8 @@ typedef struct ZimRequest
 	ZimRequestState state;
 	int			attempts;		/* attempts sent so far */
 	TimestampTz at;				/* SCHEDULED: send time; BACKOFF: its end */
+	TimestampTz reserved_at;	/* SCHEDULED: the send time the limiter gave */
+	bool		in_flight;		/* counted in the limiter's in-flight count */
 	int			transfer;		/* RUNNING: http.c's transfer */
 	TimestampTz started;		/* RUNNING: when it passed the rate gate */
 	StringInfoData url;			/* RUNNING: the signed URL (wiped after) */
@@ -371,7 +380,8 @@ typedef struct ZimJob
 	ZimConv    *convs;
 	int			n;
 	bool		pinned;
-	int			attempts;
+	int			attempts;		/* counting this one */
+	bool		exhausted;		/* attempts used up by runners that died */
 	int			first_req;		/* its requests in the batch's array */
 	int			n_reqs;
 } ZimJob;
@@ -391,6 +401,7 @@ extern const char *ZimQueueSchema(void);
 extern int	ZimQueueClaim(int max, ZimJobBatch *batch);
 extern void ZimQueueSend(ZimJobBatch *batch);
 extern int	ZimQueueRecord(ZimJobBatch *batch);
+extern int	ZimQueueRecordError(ZimJobBatch *batch, const ErrorData *edata);
 extern void ZimQueuePrune(const char *schema);
 extern TimestampTz ZimQueueNextDue(const char *schema);
 

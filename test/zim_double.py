@@ -46,7 +46,12 @@ fault   ``{"Fault": kind, "Count"?: 1, "Action"?: filter, "Match"?: substring of
         the body, "Code"?, "Message"?, "Ms"?}``
         appends a fault; ``{"Fault": "clear"}`` empties the queue. Kinds:
         hang, reset, http500, http503, nonjson, truncated, oversized,
-        wrongtypes, code, slow. Every ``POST /`` request whose Action does not
+        wrongtypes, code, slow; and, for hostile answers of any shape:
+        body (``"Body"``: sent as a 200 application/json answer, UTF-8) and
+        raw (``"Raw"``: the whole answer -- status line, headers, framing,
+        body -- written as UTF-8 bytes exactly as given, then the connection
+        is closed; ``"RepeatHeader"``: n adds n bytes of one header line).
+        Every ``POST /`` request whose Action does not
         start with "Test" consumes one count of the first matching fault,
         before any gateway check.
 state   ``{"UserId"?}``: Connections, Requests, RateLimited, MaxInAnyWindow,
@@ -102,7 +107,7 @@ REAL_ACTIONS = ("UserRegister", "ConvPinned", "QueryConversationList",
 TEST_ACTIONS = {"TestReset": "reset", "TestConfig": "config",
                 "TestFault": "fault", "TestState": "state"}
 FAULT_KINDS = ("hang", "reset", "http500", "http503", "nonjson", "truncated",
-               "oversized", "wrongtypes", "code", "slow")
+               "oversized", "wrongtypes", "code", "slow", "raw", "body")
 
 MAX_PINS = 100                   # per user, fixed by the vendor
 MAX_SILENCE_CONVS = 10           # ConvIds per SilenceConvNotification
@@ -428,6 +433,12 @@ def ctl_fault(st: State, body: dict) -> tuple[bool, dict]:
         fault["Ms"] = 1000 if ms is None else ms
     if kind == "hang" and ms is not None:
         fault["Ms"] = ms                     # optional: hang shorter than 120 s
+    if kind in ("raw", "body"):
+        text = body.get("Raw" if kind == "raw" else "Body")
+        repeat = body.get("RepeatHeader", 0)
+        if not isinstance(text, str) or not is_int(repeat) or repeat < 0:
+            return False, whole_call(2)
+        fault["Text"], fault["RepeatHeader"] = text, repeat
     with st.lock:
         st.faults.append(fault)
     return True, whole_call(0)
@@ -665,6 +676,7 @@ class Handler(BaseHTTPRequestHandler):
             if not is_test:
                 fault = st.take_fault(action, raw)
                 entry = {"Action": action,
+                         "User": body.get("FromUserId") if body else None,
                          "Convs": len(convs) if isinstance(convs, list) else None,
                          "Nonce": nonce, "Connection": self.conn_id,
                          "Fault": fault["Fault"] if fault else None,
@@ -770,7 +782,21 @@ class Handler(BaseHTTPRequestHandler):
         elif kind == "code":
             self.send_json({"Code": fault["Code"], "Message": fault["Message"],
                             "RequestId": request_id(), "ErrorList": []})
-        self.log_line(t0, status if kind not in ("hang", "reset") else None, code, kind)
+        elif kind == "body":
+            self.send_raw(200, fault["Text"].encode("utf-8", "surrogatepass"))
+        elif kind == "raw":
+            status = None
+            data = fault["Text"].encode("utf-8", "surrogatepass")
+            if fault["RepeatHeader"]:
+                head, sep, rest = data.partition(b"\r\n")
+                data = head + sep + b"X-Pad: " + b"p" * fault["RepeatHeader"] + b"\r\n" + rest
+            self.close_connection = True
+            try:
+                self.wfile.write(data)
+                self.wfile.flush()
+            except CLIENT_GONE:
+                pass
+        self.log_line(t0, status if kind not in ("hang", "reset", "raw") else None, code, kind)
         return True
 
     def hang(self, seconds: float) -> None:

@@ -18,7 +18,10 @@ sub zim_secret
 	return $s;
 }
 
-# zim_node(name, preload => 1, conf => "extra lines")
+# zim_node(name, preload => 1, secret_file => 0, conf => "extra lines")
+# The secret goes in zim_pin.server_secret, or with secret_file => 1 (the
+# way the README recommends without preloading) in a file of mode 0600
+# named by zim_pin.server_secret_file.
 sub zim_node
 {
 	my ($name, %opt) = @_;
@@ -28,7 +31,19 @@ sub zim_node
 	my $conf = '';
 	$conf .= "shared_preload_libraries = 'zim_pin'\n" if $preload;
 	$conf .= "zim_pin.app_id = '$ENV{ZIM_APP_ID}'\n";
-	$conf .= "zim_pin.server_secret = '" . zim_secret() . "'\n";
+	if ($opt{secret_file})
+	{
+		my $file = $node->data_dir . '/zim_secret';
+		open(my $fh, '>', $file) or die "cannot write $file: $!";
+		print $fh zim_secret() . "\n";
+		close $fh;
+		chmod 0600, $file;
+		$conf .= "zim_pin.server_secret_file = '$file'\n";
+	}
+	else
+	{
+		$conf .= "zim_pin.server_secret = '" . zim_secret() . "'\n";
+	}
 	$conf .= "zim_pin.api_url = '$ENV{ZIM_URL}'\n";
 	$conf .= "zim_pin.ca_file = '$ENV{ZIM_CERT_DIR}/ca.crt'\n";
 	$conf .= $opt{conf} if $opt{conf};
