@@ -71,3 +71,26 @@ SELECT zim_pin_run_jobs() AS finished;
 REVOKE ALL ON zim_pin_job, zim_pin_job_failure FROM zim_queue_app;
 REVOKE ALL ON FUNCTION zim_conv_pinned_enqueue(text, text[], integer, boolean) FROM zim_queue_app;
 DROP ROLE zim_queue_app;
+
+-- zim_pin_run_jobs never sends its own transaction's jobs: they are not
+-- committed and may never be (enqueued, in a savepoint, or inserted by hand);
+-- a later job of the same user waits behind them
+SELECT double('Reset')->'Code' AS reset;
+SELECT register('j5') AS registered;
+BEGIN;
+SELECT zim_conv_pinned_enqueue('j5', ARRAY['own1'], 2, true) > 0 AS enqueued;
+SAVEPOINT s;
+SELECT zim_conv_pinned_enqueue('j5', ARRAY['own2'], 2, true) > 0 AS enqueued;
+RELEASE SAVEPOINT s;
+INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, pinned) VALUES ('j6', '{own3}', '{2}', true);
+SELECT zim_pin_run_jobs() AS finished;
+SELECT count(*) AS convpinned_sent FROM jsonb_array_elements(double('State')->'Requests') r WHERE r->>'Action' = 'ConvPinned';
+ROLLBACK;
+SELECT count(*) AS jobs_left FROM zim_pin_job WHERE from_user_id IN ('j5', 'j6');
+SELECT count(*) AS convpinned_sent FROM jsonb_array_elements(double('State')->'Requests') r WHERE r->>'Action' = 'ConvPinned';
+-- once committed, they are sent
+BEGIN;
+SELECT zim_conv_pinned_enqueue('j5', ARRAY['own1'], 2, true) > 0 AS enqueued;
+COMMIT;
+SELECT zim_pin_run_jobs() AS finished;
+SELECT state FROM zim_pin_job WHERE from_user_id = 'j5';

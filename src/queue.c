@@ -79,6 +79,15 @@ PG_FUNCTION_INFO_V1(zim_pin_run_jobs);
 #define JOB_BACKOFF_CAP_MS	(5 * 60 * 1000)
 
 static bool enqueued_in_xact = false;
+
+/*
+ * The jobs this transaction enqueued (in TopTransactionContext), which
+ * zim_pin_run_jobs must not send: they are not committed, and may never
+ * be.
+ */
+static int64 *own_job_ids = NULL;
+static int	n_own_jobs = 0;
+static int	own_jobs_cap = 0;
 static bool xact_callback_registered = false;
 
 /*
@@ -133,11 +142,35 @@ zim_queue_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
 			enqueued_in_xact = false;
 			break;
 		default:
 			break;
 	}
+	if (event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PARALLEL_PRE_COMMIT &&
+		event != XACT_EVENT_PRE_PREPARE)
+	{
+		/* TopTransactionContext goes with the transaction */
+		own_job_ids = NULL;
+		n_own_jobs = own_jobs_cap = 0;
+	}
+}
+
+/* remember a job this transaction enqueued */
+static void
+zim_remember_own_job(int64 job_id)
+{
+	if (n_own_jobs == own_jobs_cap)
+	{
+		int			cap = Max(16, own_jobs_cap * 2);
+
+		own_job_ids = own_job_ids
+			? repalloc(own_job_ids, sizeof(int64) * cap)
+			: MemoryContextAlloc(TopTransactionContext, sizeof(int64) * cap);
+		own_jobs_cap = cap;
+	}
+	own_job_ids[n_own_jobs++] = job_id;
 }
 
 /* an array Datum of the given element type */
@@ -198,6 +231,7 @@ zim_job_enqueue(const char *from_user_id, const ZimConv *convs, int n, bool pinn
 		xact_callback_registered = true;
 	}
 	enqueued_in_xact = true;
+	zim_remember_own_job(job_id);
 	return job_id;
 }
 
@@ -265,8 +299,9 @@ zim_batch_requests(ZimJobBatch *batch)
 int
 ZimQueueClaim(int max, ZimJobBatch *batch)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(max)};
+	Oid			argtypes[2] = {INT4OID, INT8ARRAYOID};
+	Datum		args[2];
+	Datum	   *own = palloc(sizeof(Datum) * Max(n_own_jobs, 1));
 	const char *schema = ZimQueueSchema();
 	int			rc;
 	MemoryContext old;
@@ -276,6 +311,16 @@ ZimQueueClaim(int max, ZimJobBatch *batch)
 	if (schema == NULL)
 		return 0;
 	batch->schema = MemoryContextStrdup(batch->cxt, schema);
+
+	/*
+	 * Never the calling transaction's own jobs (zim_pin_run_jobs): those it
+	 * enqueued, and rows it inserted itself.  A later job of the same user
+	 * still waits behind them.
+	 */
+	for (int i = 0; i < n_own_jobs; i++)
+		own[i] = Int64GetDatum(own_job_ids[i]);
+	args[0] = Int32GetDatum(max);
+	args[1] = zim_array(own, n_own_jobs, INT8OID);
 
 	rc = SPI_execute_with_args(psprintf(
 										"WITH heads AS ("
@@ -288,6 +333,9 @@ ZimQueueClaim(int max, ZimJobBatch *batch)
 										"                  WHERE e.from_user_id " EQ " j.from_user_id"
 										"                    AND e.state " EQ " 'pending'::pg_catalog.text"
 										"                    AND e.job_id " LT " j.job_id)"
+										"  AND NOT (j.job_id " EQ " ANY ($2))"
+										"  AND (pg_catalog.pg_current_xact_id_if_assigned() IS NULL"
+										"       OR NOT (j.xmin " EQ " pg_catalog.xid(pg_catalog.pg_current_xact_id_if_assigned())))"
 										" ORDER BY j.job_id LIMIT $1 FOR UPDATE OF j SKIP LOCKED)"
 										" UPDATE %1$s.zim_pin_job j"
 										" SET claimed_by = pg_catalog.pg_backend_pid(),"
@@ -298,7 +346,7 @@ ZimQueueClaim(int max, ZimJobBatch *batch)
 										" RETURNING j.job_id, j.from_user_id, j.conv_ids, j.conv_types,"
 										"           j.pinned, j.attempts",
 										batch->schema),
-							   1, argtypes, args, NULL, false, 0);
+							   2, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim zim_pin jobs: %s", SPI_result_code_string(rc));
 
