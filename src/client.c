@@ -255,6 +255,26 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake,
 	return pending;
 }
 
+/*
+ * When the request of a finished exchange left, for the limiter (0: it
+ * never did).  Counted back from now, when we saw the exchange end, by
+ * the time libcurl spent after it started sending: never earlier than the
+ * truth.  (Counting forward from when the attempt passed the gate was
+ * earlier than the truth by however long the backend took to get libcurl
+ * going, which under load let a request out too soon.)
+ */
+static TimestampTz
+zim_sent_at(const ZimRequest *req)
+{
+	TimestampTz sent;
+
+	if (!req->http.request_sent)
+		return 0;
+	sent = GetCurrentTimestamp() -
+		(TimestampTz) ((req->http.elapsed_ms - req->http.pretransfer_ms) * 1000.0);
+	return Max(sent, req->started);
+}
+
 /* settle the attempts whose exchanges are over */
 static void
 zim_collect(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
@@ -268,9 +288,7 @@ zim_collect(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
 		ZimHttpFinish(req->transfer, &req->http);
 		/* once only: judging the answer below may raise */
 		req->in_flight = false;
-		ZimRateSent(action, req->http.request_sent
-					? req->started + (TimestampTz) (req->http.pretransfer_ms * 1000.0)
-					: 0);
+		ZimRateSent(action, zim_sent_at(req));
 		zim_forget_url(req);
 		zim_settle_attempt(action, policy, req);
 	}

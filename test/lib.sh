@@ -57,16 +57,13 @@ zim_install_deps() {
 	export PG_PGXS_DIR
 }
 
-# Build with -Werror and install into this PostgreSQL.  Objects built for
-# another major are cleaned first.
+# Build with -Werror and install into this PostgreSQL.  Always from clean:
+# objects left by a build for another major would link into a library that
+# the server refuses.
 zim_build_install() {
-	local stamp="$ZIM_SRC/.zim_pin_built_for"
 	zim_log "building and installing zim_pin for $("$PG_BIN/pg_config" --version)"
-	if [ "$(cat "$stamp" 2>/dev/null)" != "$PG_BIN" ]; then
-		make -C "$ZIM_SRC" -s clean PG_CONFIG="$PG_BIN/pg_config" >/dev/null
-	fi
+	make -C "$ZIM_SRC" -s clean PG_CONFIG="$PG_BIN/pg_config" >/dev/null
 	make -C "$ZIM_SRC" -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null
-	echo "$PG_BIN" >"$stamp"
 	make -C "$ZIM_SRC" -s PG_CONFIG="$PG_BIN/pg_config" install >/dev/null
 }
 

@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import gc
 import hashlib
 import hmac
 import json
@@ -964,6 +965,19 @@ def main(argv: list[str] | None = None) -> int:
             f.write(f"{port}\n")
         os.replace(tmp, args.port_file)       # readers never see a partial file
     server.log(f"listening on 127.0.0.1:{port}")
+
+    # The double timestamps every request it receives to count the rate; a
+    # pause of the whole process while Python collects cyclic garbage would
+    # stamp the requests that arrived during it all at once.  Note any pause
+    # over 5 ms in the log (for diagnosis).
+    gc_started = [0.0]
+
+    def gc_note(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_started[0] = time.monotonic()
+        elif (ms := (time.monotonic() - gc_started[0]) * 1000) > 5:
+            server.log(f"gc generation {info.get('generation')} paused {ms:.1f} ms")
+    gc.callbacks.append(gc_note)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
