@@ -11,11 +11,19 @@
  * paced by the shared limiter).
  *
  * Claiming.  A claim marks jobs claimed_by = the runner's pid and
- * claimed_until = a lease, and counts the attempt.  A job whose claimer is
- * no longer alive (killed, crashed) or whose lease ran out is claimable
- * again: at-least-once, which is safe because pinning sets an absolute
- * state.  Claims lock rows with FOR UPDATE SKIP LOCKED, so two runners
- * never take the same job at once.
+ * claimed_until = a lease (zim_pin.job_lease), and counts the attempt.  A
+ * job whose claimer is no longer alive (killed, crashed) or whose lease
+ * ran out is claimable again: at-least-once, which is safe because pinning
+ * sets an absolute state.  Claims lock rows with FOR UPDATE SKIP LOCKED,
+ * so two runners never take the same job at once.
+ *
+ * Leases.  The pair (claimed_by, claimed_until) is the claim's token: a
+ * runner records an outcome, or renews its lease, only on the jobs that
+ * still carry its token, so a runner whose lease ran out (a stopped
+ * process, a vendor brownout) never overwrites what a later runner
+ * recorded.  A batch is sent in chunks that each fit in half a lease at
+ * the worst (every request taking zim_pin.timeout_ms), and the worker
+ * renews the lease of the rest after each chunk.
  *
  * Transactions are the caller's.  ZimQueueClaim, ZimQueueRecord,
  * ZimQueuePrune and ZimQueueNextDue need SPI connected in a transaction;
@@ -26,7 +34,11 @@
  * Waking.  A backend that enqueued sets a flag; a transaction callback,
  * registered once per backend on the first enqueue, sees the flag at
  * commit and sets the worker's latch (or the launcher's, which then starts
- * the worker).  Transactions that do not enqueue pay one flag test.
+ * the worker).  Transactions that do not enqueue pay one flag test.  A
+ * prepared transaction's jobs become visible at COMMIT PREPARED, perhaps
+ * in another session: when preloaded, a ProcessUtility hook wakes the
+ * worker after every COMMIT PREPARED (whether it enqueued is not known
+ * there; a needless wake-up costs one look at the queue).
  *
  * This file never starts a process or a transaction of its own, and holds
  * ConvPinned's rules only through conv_pinned.c.
@@ -43,6 +55,7 @@
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -58,8 +71,6 @@ PG_FUNCTION_INFO_V1(zim_pin_run_jobs);
 #define JOB_BATCH			200
 /* zim_pin_run_jobs starts no new batch after this long */
 #define RUN_JOBS_BUDGET_MS	10000
-/* a claim's lease in minutes, if its claimer stays alive */
-#define CLAIM_LEASE_MIN		"10"
 
 /*
  * The statements below run as a superuser in the worker and in the
@@ -89,6 +100,8 @@ static int64 *own_job_ids = NULL;
 static int	n_own_jobs = 0;
 static int	own_jobs_cap = 0;
 static bool xact_callback_registered = false;
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /*
  * The extension's schema, quoted, or NULL if it is not installed in this
@@ -125,6 +138,35 @@ zim_queue_wake(void)
 
 	if (procno >= 0)
 		SetLatch(&GetPGProcByNumber(procno)->procLatch);
+}
+
+/* wake the worker after COMMIT PREPARED: the jobs it made visible are due */
+static void
+zim_queue_process_utility(PlannedStmt *pstmt, const char *queryString,
+						  bool readOnlyTree, ProcessUtilityContext context,
+						  ParamListInfo params, QueryEnvironment *queryEnv,
+						  DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+							 queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+
+	if (IsA(stmt, TransactionStmt) &&
+		((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+		zim_queue_wake();
+}
+
+/* when preloaded (from _PG_init) */
+void
+ZimQueueInstallHooks(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = zim_queue_process_utility;
 }
 
 static void
@@ -299,8 +341,8 @@ zim_batch_requests(ZimJobBatch *batch)
 int
 ZimQueueClaim(int max, ZimJobBatch *batch)
 {
-	Oid			argtypes[2] = {INT4OID, INT8ARRAYOID};
-	Datum		args[2];
+	Oid			argtypes[3] = {INT4OID, INT8ARRAYOID, TIMESTAMPTZOID};
+	Datum		args[3];
 	Datum	   *own = palloc(sizeof(Datum) * Max(n_own_jobs, 1));
 	const char *schema = ZimQueueSchema();
 	int			rc;
@@ -321,6 +363,9 @@ ZimQueueClaim(int max, ZimJobBatch *batch)
 		own[i] = Int64GetDatum(own_job_ids[i]);
 	args[0] = Int32GetDatum(max);
 	args[1] = zim_array(own, n_own_jobs, INT8OID);
+	batch->lease = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											   (int64) zim_job_lease_s * 1000);
+	args[2] = TimestampTzGetDatum(batch->lease);
 
 	rc = SPI_execute_with_args(psprintf(
 										"WITH heads AS ("
@@ -339,14 +384,13 @@ ZimQueueClaim(int max, ZimJobBatch *batch)
 										" ORDER BY j.job_id LIMIT $1 FOR UPDATE OF j SKIP LOCKED)"
 										" UPDATE %1$s.zim_pin_job j"
 										" SET claimed_by = pg_catalog.pg_backend_pid(),"
-										"     claimed_until = pg_catalog.clock_timestamp() " PLUS
-										"       pg_catalog.make_interval(mins => " CLAIM_LEASE_MIN "),"
+										"     claimed_until = $3,"
 										"     attempts = j.attempts " PLUS " 1"
 										" FROM heads WHERE j.job_id " EQ " heads.job_id"
 										" RETURNING j.job_id, j.from_user_id, j.conv_ids, j.conv_types,"
 										"           j.pinned, j.attempts",
 										batch->schema),
-							   2, argtypes, args, NULL, false, 0);
+							   3, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim zim_pin jobs: %s", SPI_result_code_string(rc));
 
@@ -361,16 +405,53 @@ ZimQueueClaim(int max, ZimJobBatch *batch)
 }
 
 /*
- * Send every request of every job of a claimed batch, in one
- * ZimSendRequests, with no retry inside it: a job that fails transiently
- * is retried as a whole job, later.  Needs no transaction.
+ * Where the chunk of a batch that starts at job from ends: the jobs whose
+ * requests, each taking zim_pin.timeout_ms at the worst
+ * (ZIM_MAX_TRANSFERS at a time) and paced at zim_pin.requests_per_second,
+ * are surely sent within half a lease.  At least one job.
+ */
+int
+ZimQueueChunkEnd(const ZimJobBatch *batch, int from)
+{
+	double		per_req_ms = Max(1000.0 / zim_requests_per_second,
+								 (double) zim_timeout_ms / ZIM_MAX_TRANSFERS);
+	double		cap = zim_job_lease_s * 1000.0 / 2 / per_req_ms;
+	int			n_reqs = 0;
+	int			to = from;
+
+	while (to < batch->n_jobs &&
+		   (to == from || n_reqs + batch->jobs[to].n_reqs <= cap))
+		n_reqs += batch->jobs[to++].n_reqs;
+	return to;
+}
+
+/*
+ * Send every request of jobs [from, to) of a claimed batch that are still
+ * held, in one ZimSendRequests per run of held jobs, with no retry inside
+ * it: a job that fails transiently is retried as a whole job, later.
+ * Needs no transaction.
  */
 void
-ZimQueueSend(ZimJobBatch *batch)
+ZimQueueSend(ZimJobBatch *batch, int from, int to)
 {
 	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
 
-	ZimSendRequests("ConvPinned", ZIM_RETRY_IDEMPOTENT, batch->reqs, batch->n_reqs, 0);
+	while (from < to)
+	{
+		int			end = from;
+
+		while (end < to && !batch->jobs[end].lost)
+			end++;
+		if (end > from)
+		{
+			int			first = batch->jobs[from].first_req;
+			int			last = batch->jobs[end - 1].first_req + batch->jobs[end - 1].n_reqs;
+
+			ZimSendRequests("ConvPinned", ZIM_RETRY_IDEMPOTENT, batch->reqs + first,
+							last - first, 0);
+		}
+		from = end + 1;			/* past a lost job */
+	}
 	MemoryContextSwitchTo(old);
 }
 
@@ -440,71 +521,101 @@ zim_job_outcome(const ZimJob *job, const ZimRequest *reqs, const ZimConvTally *t
 		}
 }
 
-/* the arguments of the two UPDATEs below: $1 job, $2 state, $3 code, $4 text, $5 ms */
+/*
+ * The arguments of the two UPDATEs below: $1 job, $2 state, $3 code, $4
+ * text, $5 ms, $6 the claim's lease.
+ */
 typedef struct JobUpdate
 {
-	Oid			types[5];
-	Datum		args[5];
-	char		nulls[6];
+	Oid			types[6];
+	Datum		args[6];
+	char		nulls[7];
 } JobUpdate;
 
+/* only while the job still carries this runner's token */
+#define JOB_HELD	" WHERE job_id " EQ " $1 AND claimed_by " EQ " pg_catalog.pg_backend_pid()" \
+					" AND claimed_until " EQ " $6"
+
 static void
-zim_job_update_init(JobUpdate *u, const ZimJob *job, bool has_code, int64 code,
-					const char *message)
+zim_job_update_init(JobUpdate *u, const ZimJobBatch *batch, const ZimJob *job,
+					bool has_code, int64 code, const char *message)
 {
-	static const Oid types[5] = {INT8OID, TEXTOID, INT8OID, TEXTOID, INT8OID};
+	static const Oid types[6] = {INT8OID, TEXTOID, INT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID};
 
 	memcpy(u->types, types, sizeof(types));
 	memset(u->args, 0, sizeof(u->args));
-	strcpy(u->nulls, "     ");
+	strcpy(u->nulls, "      ");
 	u->args[0] = Int64GetDatum(job->job_id);
+	u->args[1] = CStringGetTextDatum("pending");
 	u->args[2] = Int64GetDatum(code);
 	u->args[3] = CStringGetTextDatum(message);
+	u->args[5] = TimestampTzGetDatum(batch->lease);
 	if (!has_code)
 		u->nulls[2] = 'n';
 }
 
+/*
+ * Run one of the UPDATEs below; false, with a LOG, if the job is no
+ * longer this runner's.
+ */
+static bool
+zim_job_update(const char *sql, JobUpdate *u, ZimJob *job)
+{
+	zim_spi_exec(sql, 6, u->types, u->args, u->nulls);
+	if (SPI_processed == 1)
+		return true;
+	job->lost = true;
+	ereport(LOG,
+			(errmsg("zim_pin job %lld was not recorded: its lease ran out and another runner took it",
+					(long long) job->job_id),
+			 errhint("Consider a longer zim_pin.job_lease.")));
+	return false;
+}
+
 /* send the whole job again later (pinning is idempotent): releases the claim */
 static void
-zim_job_retry(const char *schema, const ZimJob *job, bool has_code, int64 code,
+zim_job_retry(const ZimJobBatch *batch, ZimJob *job, bool has_code, int64 code,
 			  const char *message)
 {
 	JobUpdate	u;
 
-	zim_job_update_init(&u, job, has_code, code, message);
+	zim_job_update_init(&u, batch, job, has_code, code, message);
 	u.args[4] = Int64GetDatum(ZimBackoffMs(job->attempts - 1, JOB_BACKOFF_BASE_MS,
 										   JOB_BACKOFF_CAP_MS));
-	zim_spi_exec(psprintf("UPDATE %s.zim_pin_job SET last_code = $3, last_message = $4,"
-						  " next_attempt_at = pg_catalog.clock_timestamp() " PLUS
-						  "   pg_catalog.make_interval(secs => $5 OPERATOR(pg_catalog./) 1000.0::pg_catalog.float8),"
-						  " claimed_by = NULL, claimed_until = NULL"
-						  " WHERE job_id " EQ " $1", schema),
-				 5, u.types, u.args, u.nulls);
+	(void) zim_job_update(psprintf("UPDATE %s.zim_pin_job SET last_code = $3, last_message = $4,"
+								   " next_attempt_at = pg_catalog.clock_timestamp() " PLUS
+								   "   pg_catalog.make_interval(secs => $5 OPERATOR(pg_catalog./) 1000.0::pg_catalog.float8),"
+								   " claimed_by = NULL, claimed_until = NULL" JOB_HELD,
+								   batch->schema), &u, job);
 }
 
-/* the job's final state, once its failure rows are in */
-static void
-zim_job_finish(const char *schema, const ZimJob *job, bool done, bool has_code,
+/*
+ * The job's final state, before its failure rows go in: returns false if
+ * the job is no longer this runner's (and then it gets no rows).
+ */
+static bool
+zim_job_finish(const ZimJobBatch *batch, ZimJob *job, bool done, bool has_code,
 			   int64 code, const char *message)
 {
 	JobUpdate	u;
 
-	zim_job_update_init(&u, job, has_code, code, message);
+	zim_job_update_init(&u, batch, job, has_code, code, message);
 	u.args[1] = CStringGetTextDatum(done ? "done" : "failed");
-	zim_spi_exec(psprintf("UPDATE %s.zim_pin_job SET state = $2, finished_at = pg_catalog.clock_timestamp(),"
-						  " last_code = $3, last_message = $4,"
-						  " claimed_by = NULL, claimed_until = NULL"
-						  " WHERE job_id " EQ " $1", schema),
-				 4, u.types, u.args, u.nulls);
+	return zim_job_update(psprintf("UPDATE %s.zim_pin_job SET state = $2, finished_at = pg_catalog.clock_timestamp(),"
+								   " last_code = $3, last_message = $4,"
+								   " claimed_by = NULL, claimed_until = NULL" JOB_HELD,
+								   batch->schema), &u, job);
 }
 
 /* fail a job none of whose conversations was changed: one row each */
 static void
-zim_job_fail_whole(const char *schema, const ZimJob *job, const char *message)
+zim_job_fail_whole(const ZimJobBatch *batch, ZimJob *job, const char *message)
 {
-	FailureSink sink = {schema, job->job_id};
+	FailureSink sink = {batch->schema, job->job_id};
 	ZimConvFailure f = {0};
 
+	if (!zim_job_finish(batch, job, false, false, 0, message))
+		return;
 	f.sub_message = message;
 	for (int k = 0; k < job->n; k++)
 	{
@@ -512,7 +623,6 @@ zim_job_fail_whole(const char *schema, const ZimJob *job, const char *message)
 		f.conv_type = job->convs[k].type;
 		zim_failure_row(&f, &sink);
 	}
-	zim_job_finish(schema, job, false, false, 0, message);
 }
 
 /*
@@ -520,80 +630,134 @@ zim_job_fail_whole(const char *schema, const ZimJob *job, const char *message)
  * or failed) with its failure rows.  Returns true if it finished.
  */
 static bool
-zim_record_job(const char *schema, ZimJob *job, const ZimRequest *reqs)
+zim_record_job(const ZimJobBatch *batch, ZimJob *job, const ZimRequest *reqs)
 {
 	ZimConvTally tally;
 	bool		has_code;
 	int64		code;
 	const char *message;
-	FailureSink sink = {schema, job->job_id};
+	FailureSink sink = {batch->schema, job->job_id};
 
 	if (job->exhausted)
 	{
-		zim_job_fail_whole(schema, job,
+		zim_job_fail_whole(batch, job,
 						   psprintf("gave up after %d attempts, the last of which ended without an outcome",
 									job->attempts - 1));
-		return true;
+		return !job->lost;
 	}
 
 	ZimConvPinnedTally(reqs, job->n, &tally);
 	zim_job_outcome(job, reqs, &tally, &has_code, &code, &message);
 	if (tally.first_whole >= 0 && tally.transient && job->attempts < zim_job_max_attempts)
 	{
-		zim_job_retry(schema, job, has_code, code, message);
+		zim_job_retry(batch, job, has_code, code, message);
 		return false;
 	}
 
-	/* finished: failure rows, then the job's final state */
+	/* finished: the job's final state, then its failure rows */
+	if (!zim_job_finish(batch, job, tally.first_whole < 0, has_code, code, message))
+		return false;
 	ZimConvPinnedFailures(reqs, job->convs, job->n, false, true,
 						  zim_failure_row, &sink, &tally);
-	zim_job_finish(schema, job, tally.first_whole < 0, has_code, code, message);
 	return true;
 }
 
 /*
- * Record the outcome of each job of a sent batch; SPI is connected.
- * Returns how many jobs finished (done or failed).
+ * Record the outcome of jobs [from, to) of a sent batch, those still
+ * held; SPI is connected.  Returns how many finished (done or failed).
  */
 int
-ZimQueueRecord(ZimJobBatch *batch)
+ZimQueueRecord(ZimJobBatch *batch, int from, int to)
 {
 	int			finished = 0;
 	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
 
-	for (int j = 0; j < batch->n_jobs; j++)
-		if (zim_record_job(batch->schema, &batch->jobs[j],
-						   batch->reqs + batch->jobs[j].first_req))
+	for (int j = from; j < to; j++)
+		if (!batch->jobs[j].lost &&
+			zim_record_job(batch, &batch->jobs[j], batch->reqs + batch->jobs[j].first_req))
 			finished++;
 	MemoryContextSwitchTo(old);
 	return finished;
 }
 
 /*
+ * Renew the lease of jobs [from, n_jobs) of a batch that are still held;
+ * those that are not (another runner took them) are marked lost, and will
+ * be neither sent nor recorded here.  SPI is connected.
+ */
+void
+ZimQueueRenew(ZimJobBatch *batch, int from)
+{
+	Oid			types[3] = {INT8ARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		args[3];
+	Datum	   *ids = palloc(sizeof(Datum) * Max(batch->n_jobs - from, 1));
+	TimestampTz lease = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													(int64) zim_job_lease_s * 1000);
+	int			n = 0;
+
+	for (int j = from; j < batch->n_jobs; j++)
+		if (!batch->jobs[j].lost)
+			ids[n++] = Int64GetDatum(batch->jobs[j].job_id);
+	args[0] = zim_array(ids, n, INT8OID);
+	args[1] = TimestampTzGetDatum(lease);
+	args[2] = TimestampTzGetDatum(batch->lease);
+	zim_spi_exec(psprintf("UPDATE %s.zim_pin_job SET claimed_until = $2"
+						  " WHERE job_id " EQ " ANY ($1)"
+						  "  AND claimed_by " EQ " pg_catalog.pg_backend_pid()"
+						  "  AND claimed_until " EQ " $3 RETURNING job_id", batch->schema),
+				 3, types, args, NULL);
+	for (int j = from; j < batch->n_jobs; j++)
+	{
+		bool		kept = false;
+
+		for (uint64 r = 0; r < SPI_processed && !kept; r++)
+		{
+			bool		isnull;
+
+			kept = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+											   1, &isnull)) == batch->jobs[j].job_id;
+		}
+		if (!kept && !batch->jobs[j].lost)
+		{
+			batch->jobs[j].lost = true;
+			ereport(LOG,
+					(errmsg("zim_pin job %lld was given up unsent: its lease ran out and another runner took it",
+							(long long) batch->jobs[j].job_id),
+					 errhint("Consider a longer zim_pin.job_lease.")));
+		}
+	}
+	batch->lease = lease;
+}
+
+/*
  * An error ended the sending or recording of a claimed batch (an answer
  * that broke something, an out-of-memory): record it on every job of the
- * batch, so that no job is reclaimed and resent without end.  A job with
+ * batch from job from on that is still held, so that no job is reclaimed
+ * and resent without end.  A job with
  * attempts left is retried later; the others fail.  SPI is connected, in a
  * transaction other than the one that failed.  Returns how many finished.
  */
 int
-ZimQueueRecordError(ZimJobBatch *batch, const ErrorData *edata)
+ZimQueueRecordError(ZimJobBatch *batch, int from, const ErrorData *edata)
 {
 	int			finished = 0;
 	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
 	const char *message = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode),
 								   edata->message ? edata->message : "error");
 
-	for (int j = 0; j < batch->n_jobs; j++)
+	for (int j = from; j < batch->n_jobs; j++)
 	{
 		ZimJob	   *job = &batch->jobs[j];
 
+		if (job->lost)
+			continue;
 		if (!job->exhausted && job->attempts < zim_job_max_attempts)
-			zim_job_retry(batch->schema, job, false, 0, message);
+			zim_job_retry(batch, job, false, 0, message);
 		else
 		{
-			zim_job_fail_whole(batch->schema, job, message);
-			finished++;
+			zim_job_fail_whole(batch, job, message);
+			if (!job->lost)
+				finished++;
 		}
 	}
 	MemoryContextSwitchTo(old);
@@ -683,8 +847,8 @@ zim_run_claimed(ZimJobBatch *batch)
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		ZimQueueSend(batch);
-		finished = ZimQueueRecord(batch);
+		ZimQueueSend(batch, 0, batch->n_jobs);
+		finished = ZimQueueRecord(batch, 0, batch->n_jobs);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -705,7 +869,7 @@ zim_run_claimed(ZimJobBatch *batch)
 				(errcode(edata->sqlerrcode),
 				 errmsg("sending queued jobs failed: %s", edata->message),
 				 errdetail("The error was recorded on the %d jobs being sent.", batch->n_jobs)));
-		finished = ZimQueueRecordError(batch, edata);
+		finished = ZimQueueRecordError(batch, 0, edata);
 	}
 	PG_END_TRY();
 	return finished;

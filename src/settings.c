@@ -53,6 +53,7 @@ int			zim_max_convs_per_request = 20;
 char	   *zim_worker_database = NULL;
 int			zim_job_max_attempts = 10;
 int			zim_job_retention_min = 7 * 24 * 60;
+int			zim_job_lease_s = 600;
 
 /* the GUC variables of the two settings whose real value lives in "extra" */
 static char *app_id_string = NULL;
@@ -317,6 +318,15 @@ ZimDefineSettings(void)
 							7 * 24 * 60, 1, INT_MAX / 60,
 							PGC_SIGHUP,
 							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("zim_pin.job_lease",
+							"How long a runner holds the jobs it claimed before another may take them.",
+							"A runner that is still sending renews its lease; a runner that died loses its jobs at once.",
+							&zim_job_lease_s,
+							600, 1, 24 * 60 * 60,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("zim_pin");

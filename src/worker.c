@@ -125,14 +125,14 @@ zim_worker_back_off(void)
 
 /* record, in a transaction of its own, the error that ended a batch */
 static int
-zim_worker_record_error(ZimJobBatch *batch, ErrorData *edata)
+zim_worker_record_error(ZimJobBatch *batch, int from, ErrorData *edata)
 {
 	volatile int finished = 0;
 
 	PG_TRY();
 	{
 		zim_worker_begin("zim_pin: recording an error");
-		finished = ZimQueueRecordError(batch, edata);
+		finished = ZimQueueRecordError(batch, from, edata);
 		zim_worker_end();
 	}
 	PG_CATCH();
@@ -145,10 +145,38 @@ zim_worker_record_error(ZimJobBatch *batch, ErrorData *edata)
 }
 
 /*
+ * Send a claimed batch chunk by chunk, each recorded in a transaction of
+ * its own that also renews the lease of the rest (see queue.c, Leases).
+ * *from tells the caller where an error stopped it, and *finished how
+ * many jobs finished until then.
+ */
+static void
+zim_worker_send_batch(ZimJobBatch *batch, volatile int *from, volatile int *finished)
+{
+	while (*from < batch->n_jobs)
+	{
+		int			to = ZimQueueChunkEnd(batch, *from);
+
+		/* no transaction open while sending */
+		debug_query_string = "zim_pin: sending jobs";
+		pgstat_report_activity(STATE_RUNNING, debug_query_string);
+		ZimQueueSend(batch, *from, to);
+
+		zim_worker_begin("zim_pin: recording jobs");
+		*finished += ZimQueueRecord(batch, *from, to);
+		if (to < batch->n_jobs)
+			ZimQueueRenew(batch, to);
+		zim_worker_end();
+		*from = to;
+	}
+}
+
+/*
  * Claim, send and record one batch; returns how many jobs finished.  An
- * ERROR anywhere is caught: once jobs are claimed it is recorded on them
- * (a poison answer fails its jobs after zim_pin.job_max_attempts instead
- * of being resent without end); before, the worker backs off.
+ * ERROR anywhere is caught: once jobs are claimed it is recorded on those
+ * not yet recorded (a poison answer fails its jobs after
+ * zim_pin.job_max_attempts instead of being resent without end); before,
+ * the worker backs off.
  */
 static int
 zim_worker_run_batch(void)
@@ -156,6 +184,7 @@ zim_worker_run_batch(void)
 	ZimJobBatch batch = {0};
 	volatile int finished = 0;
 	volatile bool claimed = false;
+	volatile int from = 0;
 
 	batch.cxt = AllocSetContextCreate(TopMemoryContext, "zim_pin job batch",
 									  ALLOCSET_DEFAULT_SIZES);
@@ -166,16 +195,7 @@ zim_worker_run_batch(void)
 		zim_worker_end();
 		claimed = batch.n_jobs > 0;
 		if (claimed)
-		{
-			/* no transaction open while sending */
-			debug_query_string = "zim_pin: sending jobs";
-			pgstat_report_activity(STATE_RUNNING, debug_query_string);
-			ZimQueueSend(&batch);
-
-			zim_worker_begin("zim_pin: recording jobs");
-			finished = ZimQueueRecord(&batch);
-			zim_worker_end();
-		}
+			zim_worker_send_batch(&batch, &from, &finished);
 		worker_errors = 0;
 	}
 	PG_CATCH();
@@ -183,7 +203,7 @@ zim_worker_run_batch(void)
 		ErrorData  *edata = zim_worker_error(batch.cxt);
 
 		if (claimed)
-			finished = zim_worker_record_error(&batch, edata);
+			finished += zim_worker_record_error(&batch, from, edata);
 		else
 			zim_worker_back_off();
 	}

@@ -4,8 +4,8 @@
  *	  The module's entry point: _PG_init, and nothing else.
  *
  * It defines the settings when the library loads; when preloaded, it also
- * asks for the shared area (shmem.c) and registers the queue's launcher
- * (worker.c).  It must never touch libcurl: http.c sets libcurl up lazily
+ * asks for the shared area (shmem.c), hooks COMMIT PREPARED (queue.c)
+ * and registers the queue's launcher (worker.c).  It must never touch libcurl: http.c sets libcurl up lazily
  * in each backend, never in the postmaster.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
@@ -27,6 +27,7 @@ _PG_init(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		ZimShmemInstallHooks();
+		ZimQueueInstallHooks();
 		ZimWorkerRegister();
 	}
 }

@@ -111,6 +111,7 @@ extern int	zim_max_convs_per_request;
 extern char *zim_worker_database;
 extern int	zim_job_max_attempts;
 extern int	zim_job_retention_min;
+extern int	zim_job_lease_s;
 
 extern void ZimDefineSettings(void);
 extern void ZimCheckConfigured(void);
@@ -384,6 +385,7 @@ typedef struct ZimJob
 	bool		exhausted;		/* attempts used up by runners that died */
 	int			first_req;		/* its requests in the batch's array */
 	int			n_reqs;
+	bool		lost;			/* its lease ran out and another runner took it */
 } ZimJob;
 
 /* the jobs one runner claimed, and their requests */
@@ -395,13 +397,17 @@ typedef struct ZimJobBatch
 	int			n_jobs;
 	ZimRequest *reqs;
 	int			n_reqs;
+	TimestampTz lease;			/* claimed_until of every job held: the claim's token */
 } ZimJobBatch;
 
+extern void ZimQueueInstallHooks(void);
 extern const char *ZimQueueSchema(void);
 extern int	ZimQueueClaim(int max, ZimJobBatch *batch);
-extern void ZimQueueSend(ZimJobBatch *batch);
-extern int	ZimQueueRecord(ZimJobBatch *batch);
-extern int	ZimQueueRecordError(ZimJobBatch *batch, const ErrorData *edata);
+extern int	ZimQueueChunkEnd(const ZimJobBatch *batch, int from);
+extern void ZimQueueSend(ZimJobBatch *batch, int from, int to);
+extern int	ZimQueueRecord(ZimJobBatch *batch, int from, int to);
+extern void ZimQueueRenew(ZimJobBatch *batch, int from);
+extern int	ZimQueueRecordError(ZimJobBatch *batch, int from, const ErrorData *edata);
 extern void ZimQueuePrune(const char *schema);
 extern TimestampTz ZimQueueNextDue(const char *schema);
 

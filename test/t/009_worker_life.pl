@@ -1,6 +1,7 @@
 # The worker's life cycle (issue 7, item 10): a misnamed worker database is
 # logged once and retried with a growing delay, not every second; a worker
-# without an AppId or secret leaves, so that its database can be dropped.
+# without an AppId or secret leaves, so that its database can be dropped;
+# COMMIT PREPARED gets a prepared transaction's job sent at once.
 use strict;
 use warnings;
 use FindBin;
@@ -47,6 +48,28 @@ ok($node->poll_query_until('postgres',
 	'... and leaves');
 my ($ret, $out, $err) = $node->psql('postgres', q{DROP DATABASE wdb});
 is($ret, 0, 'DROP DATABASE of the worker\'s database succeeds meanwhile') or diag $err;
+$node->stop;
+
+# --- COMMIT PREPARED wakes the worker ----------------------------------------
+# The job is prepared in one session and committed from another, after the
+# worker left for want of work: the worker must come back for it at once,
+# not at its next periodic look (up to a minute later).
+$node = zim_node('twopc', conf => "zim_pin.worker_database = 'postgres'\nmax_prepared_transactions = 2\n");
+$node->safe_psql('postgres', q{SELECT double('Reset'); SELECT register('w_p')});
+$node->safe_psql('postgres', q{BEGIN; SELECT zim_conv_pinned_enqueue('w_p', ARRAY['g1'], 2, true);
+	PREPARE TRANSACTION 'zim_p1'});
+ok($node->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'zim_pin worker'}),
+	'with only a prepared job, the worker leaves');
+sleep 2;
+is($node->safe_psql('postgres', q{SELECT count(*) FROM zim_pin_job WHERE state = 'pending'}), '0',
+	'... and the prepared job is not visible yet');
+$t0 = time;
+$node->safe_psql('postgres', q{COMMIT PREPARED 'zim_p1'});
+ok($node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM zim_pin_job WHERE state = 'done'}),
+	'COMMIT PREPARED gets the job sent');
+my $took = time - $t0;
+cmp_ok($took, '<', 5, sprintf('... at once (%.1f s)', $took));
 $node->stop;
 
 done_testing();
