@@ -503,8 +503,13 @@ zim_http_classify(CURLcode rc, const WriteBuffer *wb)
 		case CURLE_COULDNT_RESOLVE_HOST:
 		case CURLE_COULDNT_RESOLVE_PROXY:
 		case CURLE_COULDNT_CONNECT:
-			return ZIM_HTTP_CONNECT_FAILED;
+
+			/*
+			 * A handshake that failed before any certificate was judged (the
+			 * peer closed or reset the connection): nothing was sent.
+			 */
 		case CURLE_SSL_CONNECT_ERROR:
+			return ZIM_HTTP_CONNECT_FAILED;
 		case CURLE_PEER_FAILED_VERIFICATION:
 		case CURLE_SSL_CERTPROBLEM:
 		case CURLE_SSL_CACERT_BADFILE:

@@ -46,14 +46,22 @@ fault   ``{"Fault": kind, "Count"?: 1, "Action"?: filter, "Match"?: substring of
         the body, "Code"?, "Message"?, "Ms"?}``
         appends a fault; ``{"Fault": "clear"}`` empties the queue. Kinds:
         hang, reset, http500, http503, nonjson, truncated, oversized,
-        wrongtypes, code, slow; and, for hostile answers of any shape:
+        wrongtypes, code, slow; slow and vanishing peers: drip (a success
+        answer whose body comes one byte every "Ms", default 200), stall
+        (the headers of an answer, then nothing until the client leaves or
+        "Ms" pass), vanish (the connection closed at once, no answer); and,
+        for hostile answers of any shape:
         body (``"Body"``: sent as a 200 application/json answer, UTF-8) and
         raw (``"Raw"``: the whole answer -- status line, headers, framing,
         body -- written as UTF-8 bytes exactly as given, then the connection
-        is closed; ``"RepeatHeader"``: n adds n bytes of one header line).
+        is closed; ``"RepeatHeader"``: n adds n bytes of one header line);
+        with ``"Base64": true`` the text is base64 of any bytes instead.
         Every ``POST /`` request whose Action does not
         start with "Test" consumes one count of the first matching fault,
-        before any gateway check.
+        before any gateway check.  Connection faults -- conndrop (closed
+        before the TLS handshake), connreset (reset then), connstall (no
+        handshake until the client leaves or "Ms" pass) -- are consumed by
+        each new connection instead.
 state   ``{"UserId"?}``: Connections, Requests, RateLimited, MaxInAnyWindow,
         Config, Faults, and for a UserId: Registered, Pins, PinCount.
 
@@ -78,6 +86,7 @@ Choices where the vendor is silent
 from __future__ import annotations
 
 import argparse
+import base64
 import bisect
 import gc
 import hashlib
@@ -108,7 +117,10 @@ REAL_ACTIONS = ("UserRegister", "ConvPinned", "QueryConversationList",
 TEST_ACTIONS = {"TestReset": "reset", "TestConfig": "config",
                 "TestFault": "fault", "TestState": "state"}
 FAULT_KINDS = ("hang", "reset", "http500", "http503", "nonjson", "truncated",
-               "oversized", "wrongtypes", "code", "slow", "raw", "body")
+               "oversized", "wrongtypes", "code", "slow", "raw", "body",
+               "drip", "stall", "vanish")
+# faults of a new connection, before its TLS handshake
+CONN_FAULT_KINDS = ("conndrop", "connreset", "connstall")
 
 MAX_PINS = 100                   # per user, fixed by the vendor
 MAX_SILENCE_CONVS = 10           # ConvIds per SilenceConvNotification
@@ -236,6 +248,7 @@ class State:
         self.nonces: set[str] = set()
         self.requests: list[dict] = []                # log of non-Test requests
         self.faults: list[dict] = []
+        self.conn_faults: list[dict] = []
         self.windows: dict[str, list[float]] = {}     # Action -> accepted times
         self.rate_limited: dict[str, int] = {}
         self.connections = 0
@@ -260,6 +273,17 @@ class State:
                     del self.faults[i]
                 return dict(f)
         return None
+
+    def take_conn_fault(self) -> dict | None:
+        """Consume one count of the first connection fault."""
+        with self.lock:
+            if not self.conn_faults:
+                return None
+            f = self.conn_faults[0]
+            f["Count"] -= 1
+            if f["Count"] <= 0:
+                del self.conn_faults[0]
+            return dict(f)
 
     def admit(self, action: str, t: float) -> bool:
         """Sliding-window rate limit (locked). False: the call is refused."""
@@ -416,6 +440,14 @@ def ctl_fault(st: State, body: dict) -> tuple[bool, dict]:
     if kind == "clear":
         with st.lock:
             st.faults.clear()
+            st.conn_faults.clear()
+        return True, whole_call(0)
+    if kind in CONN_FAULT_KINDS:
+        count, ms = body.get("Count", 1), body.get("Ms", HANG_SECONDS * 1000)
+        if not is_int(count) or count < 1 or not is_number(ms) or ms < 0:
+            return False, whole_call(2)
+        with st.lock:
+            st.conn_faults.append({"Fault": kind, "Count": count, "Ms": ms})
         return True, whole_call(0)
     count, action = body.get("Count", 1), body.get("Action")
     code, msg, ms = body.get("Code", 660000001), body.get("Message", "injected"), body.get("Ms")
@@ -432,14 +464,23 @@ def ctl_fault(st: State, body: dict) -> tuple[bool, dict]:
         fault.update(Code=code, Message=msg)
     if kind == "slow":
         fault["Ms"] = 1000 if ms is None else ms
-    if kind == "hang" and ms is not None:
-        fault["Ms"] = ms                     # optional: hang shorter than 120 s
+    if kind in ("hang", "stall") and ms is not None:
+        fault["Ms"] = ms                     # optional: shorter than 120 s
+    if kind == "drip":
+        fault["Ms"] = 200 if ms is None else ms
     if kind in ("raw", "body"):
         text = body.get("Raw" if kind == "raw" else "Body")
         repeat = body.get("RepeatHeader", 0)
         if not isinstance(text, str) or not is_int(repeat) or repeat < 0:
             return False, whole_call(2)
-        fault["Text"], fault["RepeatHeader"] = text, repeat
+        if body.get("Base64"):
+            try:
+                data = base64.b64decode(text, validate=True)
+            except ValueError:
+                return False, whole_call(2)
+        else:
+            data = text.encode("utf-8", "surrogatepass")
+        fault["Data"], fault["RepeatHeader"] = data, repeat
     with st.lock:
         st.faults.append(fault)
     return True, whole_call(0)
@@ -462,7 +503,8 @@ def ctl_state(st: State, body: dict) -> tuple[bool, dict]:
             MaxInAnyWindow={a: max_in_any_window(t) for a, t in times.items()},
             Config={"LatencyMs": st.latency_ms, "RateLimit": st.rate_limit,
                     "MaxConvs": st.max_convs},
-            Faults=[dict(f) for f in st.faults],
+            Faults=[{k: (len(v) if k == "Data" else v) for k, v in f.items()}
+                    for f in st.faults + st.conn_faults],
         )
         if user is not None:
             pins = st.pins.get(user, {})
@@ -495,6 +537,22 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.conn_id = getattr(self.request, "zim_conn_id", 0)
         self.handshake_ok = False
+        fault = self.server.state.take_conn_fault()
+        if fault:
+            # before any TLS: handle() will do nothing
+            super().setup()
+            self.server.log(f"conn={self.conn_id} connection fault {fault['Fault']}")
+            if fault["Fault"] == "connstall":
+                self.wait_for_close(self.connection, fault["Ms"] / 1000)
+            if fault["Fault"] == "connreset":
+                self.reset_connection()
+            else:
+                for f in (self.rfile, self.connection):
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
+            return
         try:
             self.request.settimeout(HANDSHAKE_TIMEOUT)
             self.request.do_handshake()
@@ -784,10 +842,28 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json({"Code": fault["Code"], "Message": fault["Message"],
                             "RequestId": request_id(), "ErrorList": []})
         elif kind == "body":
-            self.send_raw(200, fault["Text"].encode("utf-8", "surrogatepass"))
+            self.send_raw(200, fault["Data"])
+        elif kind == "drip":
+            self.drip(fault["Ms"] / 1000)
+        elif kind == "stall":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            try:
+                self.wfile.flush()
+            except CLIENT_GONE:
+                pass
+            self.hang(fault.get("Ms", HANG_SECONDS * 1000) / 1000)
+        elif kind == "vanish":
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         elif kind == "raw":
             status = None
-            data = fault["Text"].encode("utf-8", "surrogatepass")
+            data = fault["Data"]
             if fault["RepeatHeader"]:
                 head, sep, rest = data.partition(b"\r\n")
                 data = head + sep + b"X-Pad: " + b"p" * fault["RepeatHeader"] + b"\r\n" + rest
@@ -797,8 +873,44 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             except CLIENT_GONE:
                 pass
-        self.log_line(t0, status if kind not in ("hang", "reset", "raw") else None, code, kind)
+        self.log_line(t0, status if kind not in ("hang", "reset", "raw", "stall", "vanish") else None,
+                      code, kind)
         return True
+
+    def drip(self, seconds_per_byte: float) -> None:
+        """A success answer, its body written one byte at a time."""
+        body = json.dumps({"Code": 0, "Message": "success", "RequestId": request_id(),
+                           "ErrorList": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.flush()
+            for i in range(len(body)):
+                if self.server.stopping.wait(seconds_per_byte):
+                    return
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+        except CLIENT_GONE:
+            self.close_connection = True
+
+    @staticmethod
+    def wait_for_close(sock, seconds: float) -> None:
+        """Wait until the peer closes `sock` (before any TLS) or `seconds` pass."""
+        deadline = time.monotonic() + seconds
+        raw = socket.socket(fileno=os.dup(sock.fileno()))
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                readable, _, _ = select.select([raw], [], [], min(remaining, 0.5))
+                if readable and not raw.recv(65536, socket.MSG_PEEK):
+                    return                            # client closed
+                if readable:
+                    time.sleep(0.05)                  # a ClientHello waits unread
+        except OSError:
+            return
+        finally:
+            raw.close()
 
     def hang(self, seconds: float) -> None:
         """Answer nothing until the client closes or `seconds` pass, then close."""
