@@ -290,6 +290,13 @@ zim_failed_whole(const ZimRequest *req)
 		(req->response.code != 0 && !req->response.has_items);
 }
 
+/* did a request change none of its conversations (no answer, or a Code without an ErrorList)? */
+bool
+ZimConvPinnedFailedWhole(const ZimRequest *req)
+{
+	return zim_failed_whole(req);
+}
+
 /*
  * Which of the requests of one call (n_convs conversations) failed as a
  * whole, and may a later attempt cure them.  Counts nothing.

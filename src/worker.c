@@ -20,7 +20,7 @@
  * handles SIGTERM as any backend does.
  *
  * This file owns the processes and their transactions; what a claim,
- * send, record or prune does is queue.c's.
+ * send, record or prune does is jobs.c's.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
@@ -43,14 +43,19 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-/* jobs the worker claims at once */
-#define WORKER_BATCH		200
+/* users, and jobs, the worker claims at once */
+#define WORKER_HEADS		200
+#define WORKER_BATCH		2000
 /* the worker exits after this long with nothing to do */
 #define WORKER_IDLE_MS		1000
 /* how soon to look again at due jobs that another runner holds */
 #define BLOCKED_RECHECK_MS	5000
-/* how often the worker deletes old jobs */
+/* how often the worker deletes old jobs, and how many at most at a time */
 #define HOUSEKEEPING_MS		(60 * 1000)
+#define PRUNE_BATCH			1000
+
+/* the last prune deleted a full batch: the next look deletes more at once */
+static bool prune_more = false;
 /* while the AppId or secret is missing, look again this often */
 #define UNCONFIGURED_RECHECK_MS	(10 * 1000)
 /* a worker that could not connect: first delay before the next, doubled */
@@ -132,7 +137,7 @@ zim_worker_record_error(ZimJobBatch *batch, int from, ErrorData *edata)
 	PG_TRY();
 	{
 		zim_worker_begin("zim_pin: recording an error");
-		finished = ZimQueueRecordError(batch, from, edata);
+		finished = ZimJobsRecordError(batch, from, edata);
 		zim_worker_end();
 	}
 	PG_CATCH();
@@ -153,19 +158,19 @@ zim_worker_record_error(ZimJobBatch *batch, int from, ErrorData *edata)
 static void
 zim_worker_send_batch(ZimJobBatch *batch, volatile int *from, volatile int *finished)
 {
-	while (*from < batch->n_jobs)
+	while (*from < batch->n_groups)
 	{
-		int			to = ZimQueueChunkEnd(batch, *from);
+		int			to = ZimJobsChunkEnd(batch, *from);
 
 		/* no transaction open while sending */
 		debug_query_string = "zim_pin: sending jobs";
 		pgstat_report_activity(STATE_RUNNING, debug_query_string);
-		ZimQueueSend(batch, *from, to);
+		ZimJobsSend(batch, *from, to);
 
 		zim_worker_begin("zim_pin: recording jobs");
-		*finished += ZimQueueRecord(batch, *from, to);
-		if (to < batch->n_jobs)
-			ZimQueueRenew(batch, to);
+		*finished += ZimJobsRecord(batch, *from, to);
+		if (to < batch->n_groups)
+			ZimJobsRenew(batch, to);
 		zim_worker_end();
 		*from = to;
 	}
@@ -191,7 +196,7 @@ zim_worker_run_batch(void)
 	PG_TRY();
 	{
 		zim_worker_begin("zim_pin: claiming jobs");
-		(void) ZimQueueClaim(WORKER_BATCH, &batch);
+		(void) ZimJobsClaim(WORKER_HEADS, WORKER_BATCH, NULL, 0, &batch);
 		zim_worker_end();
 		claimed = batch.n_jobs > 0;
 		if (claimed)
@@ -228,7 +233,8 @@ zim_worker_housekeeping(void)
 
 	ZimShmemLock();
 	q = ZimShmemQueue();
-	prune = TimestampDifferenceExceeds(q->last_housekeeping, now, HOUSEKEEPING_MS);
+	prune = prune_more || TimestampDifferenceExceeds(q->last_housekeeping, now, HOUSEKEEPING_MS);
+	prune_more = false;
 	if (prune)
 		q->last_housekeeping = now;
 	ZimShmemUnlock();
@@ -236,12 +242,12 @@ zim_worker_housekeeping(void)
 	PG_TRY();
 	{
 		zim_worker_begin("zim_pin: housekeeping");
-		schema = ZimQueueSchema();
+		schema = ZimJobsSchema();
 		if (schema != NULL)
 		{
 			if (prune)
-				ZimQueuePrune(schema);
-			next_due = ZimQueueNextDue(schema);
+				prune_more = ZimJobsPrune(schema, PRUNE_BATCH) == PRUNE_BATCH;
+			next_due = ZimJobsNextDue(schema);
 		}
 		zim_worker_end();
 	}
@@ -400,7 +406,7 @@ zim_pin_worker_main(Datum arg)
 		done = zim_worker_run_batch();
 		next_due = zim_worker_housekeeping();
 		now = GetCurrentTimestamp();
-		if (done > 0)
+		if (done > 0 || prune_more)
 		{
 			idle_since = now;
 			continue;

@@ -10,8 +10,12 @@
  *
  *	 zim_pin.c		_PG_init only
  *	 worker.c		the launcher and the queue worker (background processes)
- *	 queue.c		the job table: enqueue, claim, send, record, prune, the
- *					commit wake-up, the queue's SQL functions
+ *	 queue.c		the queue's front: enqueue, the wake-up at commit,
+ *					zim_pin_run_jobs()
+ *	 jobs.c			the job table as a runner sees it: claim by user, send,
+ *					record, renew leases, prune
+ *	 merge.c		a user's consecutive jobs as the fewest ConvPinned
+ *					requests, and each job's outcome from their answers
  *	 conv_pinned.c	ConvPinned: arguments, bodies, chunks, ErrorList, what
  *					each request did to its conversations, result rows,
  *					zim_conv_pinned()
@@ -367,11 +371,21 @@ extern int	ZimConvPinnedRequestCount(int n_convs);
 extern void ZimConvPinnedRequests(const char *from_user_id, const ZimConv *convs,
 								  int n_convs, bool pinned, ZimRequest *reqs);
 extern void ZimConvPinnedTally(const ZimRequest *reqs, int n_convs, ZimConvTally *tally);
+extern bool ZimConvPinnedFailedWhole(const ZimRequest *req);
 extern void ZimConvPinnedFailures(const ZimRequest *reqs, const ZimConv *convs,
 								  int n_convs, bool strict, bool whole_too,
 								  ZimConvFailureFn fn, void *arg, ZimConvTally *tally);
 
-/* ---- queue.c ---- */
+/* ---- merge.c ---- */
+
+/* what one job's share of a merged group came to */
+typedef enum ZimJobVerdict
+{
+	ZIM_JOB_DONE,				/* every request it had a part in was answered */
+	ZIM_JOB_FAILED,				/* a request it had a part in failed whole */
+	ZIM_JOB_RETRY,				/* ... transiently: send it again later */
+	ZIM_JOB_HELD_BACK			/* not sent, or behind a job sent again */
+} ZimJobVerdict;
 
 /* one claimed job */
 typedef struct ZimJob
@@ -383,33 +397,89 @@ typedef struct ZimJob
 	bool		pinned;
 	int			attempts;		/* counting this one */
 	bool		exhausted;		/* attempts used up by runners that died */
-	int			first_req;		/* its requests in the batch's array */
-	int			n_reqs;
 	bool		lost;			/* its lease ran out and another runner took it */
+	/* its outcome (merge.c) */
+	ZimJobVerdict verdict;
+	bool		has_code;		/* the Code and text its row records */
+	int64		code;
+	const char *message;
+	ZimConvFailure *failures;	/* the conversations it asked for that failed */
+	int			n_failures;
+	int			n_superseded;	/* conversations a later job decided */
+	int64		superseded_by;	/* the last such job */
 } ZimJob;
 
-/* the jobs one runner claimed, and their requests */
+/*
+ * One user's consecutive jobs, sent merged: per conversation only the last
+ * job's intent goes out, unpins before pins.
+ */
+typedef struct ZimJobGroup
+{
+	int			first_job;		/* its jobs in the batch's array, in order */
+	int			n_jobs;
+	ZimConv    *sent;			/* the conversations sent: unpins, then pins */
+	int		   *owner;			/* the job (batch index) each one is sent for */
+	int			n_sent;
+	int			n_unpin;
+	int			first_unpin_req;	/* in the batch's unpin_reqs */
+	int			n_unpin_reqs;
+	int			first_pin_req;	/* in the batch's pin_reqs */
+	int			n_pin_reqs;
+	bool		pins_sent;		/* false: its unpins failed transiently */
+} ZimJobGroup;
+
+/* the jobs one runner claimed, by user, and their requests */
 typedef struct ZimJobBatch
 {
 	MemoryContext cxt;			/* holds the batch; outlives SPI and commits */
 	const char *schema;			/* the extension's schema, quoted */
 	ZimJob	   *jobs;
 	int			n_jobs;
-	ZimRequest *reqs;
-	int			n_reqs;
+	ZimJobGroup *groups;
+	int			n_groups;
+	ZimRequest *unpin_reqs;		/* sent first */
+	int			n_unpin_reqs;
+	ZimRequest *pin_reqs;		/* sent once a group's unpins went through */
+	int			n_pin_reqs;
 	TimestampTz lease;			/* claimed_until of every job held: the claim's token */
 } ZimJobBatch;
 
+extern void ZimMergeBuild(ZimJobBatch *batch);
+extern void ZimMergeOutcome(ZimJobBatch *batch, int group);
+
+/* ---- queue.c ---- */
+
 extern void ZimQueueInstallHooks(void);
-extern const char *ZimQueueSchema(void);
-extern int	ZimQueueClaim(int max, ZimJobBatch *batch);
-extern int	ZimQueueChunkEnd(const ZimJobBatch *batch, int from);
-extern void ZimQueueSend(ZimJobBatch *batch, int from, int to);
-extern int	ZimQueueRecord(ZimJobBatch *batch, int from, int to);
-extern void ZimQueueRenew(ZimJobBatch *batch, int from);
-extern int	ZimQueueRecordError(ZimJobBatch *batch, int from, const ErrorData *edata);
-extern void ZimQueuePrune(const char *schema);
-extern TimestampTz ZimQueueNextDue(const char *schema);
+
+/* ---- jobs.c ---- */
+
+/*
+ * The queue's statements run as a superuser (the worker, SECURITY DEFINER
+ * functions) with search_path pinned to pg_catalog, and qualify every
+ * function, operator and literal as well, so that no object of another
+ * schema can be picked instead.  Every OPERATOR() has the same
+ * precedence: parenthesize.
+ */
+#define ZIM_SQL_EQ		"OPERATOR(pg_catalog.=)"
+#define ZIM_SQL_NE		"OPERATOR(pg_catalog.<>)"
+#define ZIM_SQL_LT		"OPERATOR(pg_catalog.<)"
+#define ZIM_SQL_LE		"OPERATOR(pg_catalog.<=)"
+#define ZIM_SQL_GT		"OPERATOR(pg_catalog.>)"
+#define ZIM_SQL_PLUS	"OPERATOR(pg_catalog.+)"
+#define ZIM_SQL_MINUS	"OPERATOR(pg_catalog.-)"
+
+extern const char *ZimJobsSchema(void);
+extern Oid	ZimJobsNamespace(void);
+extern Datum ZimJobsArray(Datum *elems, bool *nulls, int n, Oid type);
+extern int	ZimJobsClaim(int max_heads, int max_jobs, const int64 *own, int n_own,
+						 ZimJobBatch *batch);
+extern int	ZimJobsChunkEnd(const ZimJobBatch *batch, int from);
+extern void ZimJobsSend(ZimJobBatch *batch, int from, int to);
+extern int	ZimJobsRecord(ZimJobBatch *batch, int from, int to);
+extern void ZimJobsRenew(ZimJobBatch *batch, int from);
+extern int	ZimJobsRecordError(ZimJobBatch *batch, int from, const ErrorData *edata);
+extern int	ZimJobsPrune(const char *schema, int max);
+extern TimestampTz ZimJobsNextDue(const char *schema);
 
 /* ---- worker.c ---- */
 extern void ZimWorkerRegister(void);

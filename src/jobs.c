@@ -1,0 +1,849 @@
+/*-------------------------------------------------------------------------
+ *
+ * jobs.c
+ *	  The job table as a runner sees it: claiming a batch of due jobs by
+ *	  user, sending it, recording each job's outcome, renewing the lease,
+ *	  pruning old jobs, and when the next job is due.
+ *
+ * Claiming.  A claim takes due jobs that head their user's queue and, behind
+ * each, the user's next pending jobs while they are due and free (up to
+ * GROUP_MAX_JOBS jobs and as many conversations as GROUP_MAX_REQUESTS
+ * requests hold, so that one user cannot starve the others).  A user's jobs
+ * form a group, sent merged (merge.c).  A claim marks jobs claimed_by = the
+ * runner's pid and claimed_until = a lease (zim_pin.job_lease), and counts
+ * the attempt.  A job whose claimer is no longer alive (killed, crashed) or
+ * whose lease ran out is claimable again: at-least-once, which is safe
+ * because pinning sets an absolute state.  Heads are locked FOR UPDATE SKIP
+ * LOCKED, so two runners never take the same user at once.
+ *
+ * Leases.  The pair (claimed_by, claimed_until) is the claim's token: a
+ * runner records an outcome, or renews its lease, only on the jobs that
+ * still carry its token, so a runner whose lease ran out (a stopped
+ * process, a vendor brownout) never overwrites what a later runner
+ * recorded.  A batch is sent in chunks of whole groups that each fit in
+ * half a lease at the worst (every request taking zim_pin.timeout_ms), and
+ * the worker renews the lease of the rest after each chunk.
+ *
+ * Recording.  Each chunk is recorded with four statements whatever its
+ * size: the finished jobs, their failure rows, the jobs to send again
+ * later, and the jobs held back (returned unsent, their attempt not
+ * counted).
+ *
+ * Transactions are the caller's: everything here but ZimJobsSend needs SPI
+ * connected in a transaction; ZimJobsSend needs none.  Every statement
+ * runs as a superuser (in the worker, or in the SECURITY DEFINER
+ * zim_pin_run_jobs), so each is fully qualified (see ZIM_SQL_EQ).
+ *
+ * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "zim_pin.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define EQ		ZIM_SQL_EQ
+#define NE		ZIM_SQL_NE
+#define LT		ZIM_SQL_LT
+#define LE		ZIM_SQL_LE
+#define GT		ZIM_SQL_GT
+#define PLUS	ZIM_SQL_PLUS
+#define MINUS	ZIM_SQL_MINUS
+
+/* a merged group holds at most this many jobs, and conversations for this many requests */
+#define GROUP_MAX_JOBS		200
+#define GROUP_MAX_REQUESTS	10
+
+/* job retries: first delay, doubled, capped */
+#define JOB_BACKOFF_BASE_MS	1000
+#define JOB_BACKOFF_CAP_MS	(5 * 60 * 1000)
+
+/*
+ * The extension's schema, quoted, or NULL if it is not installed in this
+ * database; SPI is connected.
+ */
+const char *
+ZimJobsSchema(void)
+{
+	if (SPI_execute("SELECT extnamespace::pg_catalog.regnamespace::pg_catalog.text"
+					" FROM pg_catalog.pg_extension"
+					" WHERE extname OPERATOR(pg_catalog.=) 'zim_pin'::pg_catalog.name",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return NULL;
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/* the OID of the extension's schema, or InvalidOid; SPI is connected */
+Oid
+ZimJobsNamespace(void)
+{
+	bool		isnull;
+
+	if (SPI_execute("SELECT extnamespace FROM pg_catalog.pg_extension"
+					" WHERE extname OPERATOR(pg_catalog.=) 'zim_pin'::pg_catalog.name",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return InvalidOid;
+	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* an array Datum of the given element type; nulls may be NULL */
+Datum
+ZimJobsArray(Datum *elems, bool *nulls, int n, Oid type)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(type));
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, type,
+											  typlen, typbyval, typalign));
+}
+
+static void
+zim_spi_exec(const char *sql, int nargs, Oid *types, Datum *args, const char *nulls)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, args, nulls, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "zim_pin queue statement failed: %s", SPI_result_code_string(rc));
+}
+
+/* one row (job_id, from_user_id, conv_ids, conv_types, pinned, attempts) as a ZimJob */
+static void
+zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
+{
+	bool		isnull;
+	Datum	   *ids;
+	Datum	   *types;
+	int			n_ids;
+	int			n_types;
+
+	memset(job, 0, sizeof(*job));
+	job->job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	job->from_user_id = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 3, &isnull)),
+					  TEXTOID, -1, false, TYPALIGN_INT, &ids, NULL, &n_ids);
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 4, &isnull)),
+					  INT4OID, 4, true, TYPALIGN_INT, &types, NULL, &n_types);
+	job->pinned = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	job->n = Min(n_ids, n_types);
+	job->convs = palloc(sizeof(ZimConv) * Max(job->n, 1));
+	for (int k = 0; k < job->n; k++)
+	{
+		job->convs[k].id = TextDatumGetCString(ids[k]);
+		job->convs[k].type = DatumGetInt32(types[k]);
+	}
+}
+
+static int
+zim_job_by_id(const void *a, const void *b)
+{
+	int64		x = ((const ZimJob *) a)->job_id;
+	int64		y = ((const ZimJob *) b)->job_id;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Step 1 of a claim: due jobs that head their user's queue, never one of
+ * the calling transaction's own (own ids, or rows it inserted); they come
+ * back sorted, in heads (batch->cxt).
+ */
+static int
+zim_claim_heads(ZimJobBatch *batch, int max_heads, Datum own, ZimJob **heads)
+{
+	Oid			types[3] = {INT4OID, INT8ARRAYOID, TIMESTAMPTZOID};
+	Datum		args[3] = {Int32GetDatum(max_heads), own, TimestampTzGetDatum(batch->lease)};
+	MemoryContext old;
+	int			n;
+
+	zim_spi_exec(psprintf("WITH heads AS ("
+						  " SELECT j.job_id FROM %1$s.zim_pin_job j"
+						  " WHERE j.state " EQ " 'pending'::pg_catalog.text"
+						  "  AND j.next_attempt_at " LE " pg_catalog.clock_timestamp()"
+						  "  AND (j.claimed_by IS NULL OR j.claimed_until " LT " pg_catalog.clock_timestamp()"
+						  "       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(j.claimed_by)))"
+						  "  AND NOT EXISTS (SELECT 1 FROM %1$s.zim_pin_job e"
+						  "                  WHERE e.from_user_id " EQ " j.from_user_id"
+						  "                    AND e.state " EQ " 'pending'::pg_catalog.text"
+						  "                    AND e.job_id " LT " j.job_id)"
+						  "  AND NOT (j.job_id " EQ " ANY ($2))"
+						  "  AND (pg_catalog.pg_current_xact_id_if_assigned() IS NULL"
+						  "       OR NOT (j.xmin " EQ " pg_catalog.xid(pg_catalog.pg_current_xact_id_if_assigned())))"
+						  " ORDER BY j.job_id LIMIT $1 FOR UPDATE OF j SKIP LOCKED)"
+						  " UPDATE %1$s.zim_pin_job j"
+						  " SET claimed_by = pg_catalog.pg_backend_pid(), claimed_until = $3,"
+						  "     attempts = j.attempts " PLUS " 1"
+						  " FROM heads WHERE j.job_id " EQ " heads.job_id"
+						  " RETURNING j.job_id, j.from_user_id, j.conv_ids, j.conv_types,"
+						  "           j.pinned, j.attempts",
+						  batch->schema), 3, types, args, NULL);
+	n = (int) SPI_processed;
+	old = MemoryContextSwitchTo(batch->cxt);
+	*heads = palloc(sizeof(ZimJob) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		zim_job_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &(*heads)[i]);
+	MemoryContextSwitchTo(old);
+	qsort(*heads, n, sizeof(ZimJob), zim_job_by_id);
+	return n;
+}
+
+/*
+ * Step 2: behind each head, the user's next pending jobs (up to
+ * GROUP_MAX_JOBS - 1), each with whether this runner may take it now.
+ * Leaves them in SPI_tuptable, ordered by head, then job; column 7 is the
+ * head's index, column 8 "takeable".
+ */
+static void
+zim_claim_followers_read(ZimJobBatch *batch, ZimJob *heads, int n_heads, Datum own)
+{
+	Datum	   *users = palloc(sizeof(Datum) * Max(n_heads, 1));
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n_heads, 1));
+	Oid			types[4] = {TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID};
+	Datum		args[4];
+
+	for (int i = 0; i < n_heads; i++)
+	{
+		users[i] = CStringGetTextDatum(heads[i].from_user_id);
+		ids[i] = Int64GetDatum(heads[i].job_id);
+	}
+	args[0] = ZimJobsArray(users, NULL, n_heads, TEXTOID);
+	args[1] = ZimJobsArray(ids, NULL, n_heads, INT8OID);
+	args[2] = own;
+	args[3] = Int32GetDatum(GROUP_MAX_JOBS - 1);
+	zim_spi_exec(psprintf("SELECT f.job_id, f.from_user_id, f.conv_ids, f.conv_types, f.pinned,"
+						  "       f.attempts, h.ord, f.takeable"
+						  " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY"
+						  "      AS h(user_id, head_id, ord)"
+						  " CROSS JOIN LATERAL ("
+						  "  SELECT e.job_id, e.from_user_id, e.conv_ids, e.conv_types, e.pinned,"
+						  "         e.attempts " PLUS " 1 AS attempts,"
+						  "         (e.next_attempt_at " LE " pg_catalog.clock_timestamp()"
+						  "          AND (e.claimed_by IS NULL OR e.claimed_until " LT " pg_catalog.clock_timestamp()"
+						  "               OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(e.claimed_by)))"
+						  "          AND NOT (e.job_id " EQ " ANY ($3))"
+						  "          AND (pg_catalog.pg_current_xact_id_if_assigned() IS NULL"
+						  "               OR NOT (e.xmin " EQ " pg_catalog.xid(pg_catalog.pg_current_xact_id_if_assigned()))))"
+						  "           AS takeable"
+						  "  FROM %s.zim_pin_job e"
+						  "  WHERE e.from_user_id " EQ " h.user_id"
+						  "    AND e.state " EQ " 'pending'::pg_catalog.text AND e.job_id " GT " h.head_id"
+						  "  ORDER BY e.job_id LIMIT $4) f"
+						  " ORDER BY h.ord, f.job_id", batch->schema),
+				 4, types, args, NULL);
+}
+
+/*
+ * Step 3: claim the followers chosen, in ids; returns how many it got,
+ * and gives back any it got past one it did not (a row changed meanwhile).
+ */
+static int
+zim_claim_followers(ZimJobBatch *batch, Datum *ids, int n)
+{
+	Oid			types[2] = {INT8ARRAYOID, TIMESTAMPTZOID};
+	Datum		args[2] = {ZimJobsArray(ids, NULL, n, INT8OID), TimestampTzGetDatum(batch->lease)};
+
+	if (n == 0)
+		return 0;
+	zim_spi_exec(psprintf("UPDATE %s.zim_pin_job"
+						  " SET claimed_by = pg_catalog.pg_backend_pid(), claimed_until = $2,"
+						  "     attempts = attempts " PLUS " 1"
+						  " WHERE job_id " EQ " ANY ($1) AND state " EQ " 'pending'::pg_catalog.text",
+						  batch->schema), 2, types, args, NULL);
+	return (int) SPI_processed;
+}
+
+/* one group: a head and the followers it may take, appended to the batch */
+static void
+zim_claim_group(ZimJobBatch *batch, ZimJob *head, int ord, uint64 *row, int max_jobs,
+				Datum *follower_ids, int *n_follower_ids)
+{
+	SPITupleTable *tt = SPI_tuptable;
+	ZimJobGroup *g = &batch->groups[batch->n_groups++];
+	int			max_convs = GROUP_MAX_REQUESTS * zim_max_convs_per_request;
+	int			convs = head->n;
+	bool		open = true;
+
+	g->first_job = batch->n_jobs;
+	g->n_jobs = 1;
+	batch->jobs[batch->n_jobs++] = *head;
+	for (; *row < SPI_processed; (*row)++)
+	{
+		HeapTuple	tup = tt->vals[*row];
+		bool		isnull;
+		ZimJob		job;
+
+		if (DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 7, &isnull)) != ord)
+			break;
+		if (!open || !DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 8, &isnull)) ||
+			batch->n_jobs >= max_jobs)
+		{
+			open = false;		/* behind one it may not take: none */
+			continue;
+		}
+		zim_job_from_tuple(tup, tt->tupdesc, &job);
+		if (convs + job.n > max_convs)
+		{
+			open = false;
+			continue;
+		}
+		convs += job.n;
+		batch->jobs[batch->n_jobs++] = job;
+		g->n_jobs++;
+		follower_ids[(*n_follower_ids)++] = Int64GetDatum(job.job_id);
+	}
+}
+
+/*
+ * Claim due jobs by user into batch (whose cxt the caller set): at most
+ * max_heads users, max_jobs jobs; never the jobs in own (the calling
+ * transaction's).  Merges each user's jobs and builds the requests.
+ * Returns how many jobs; 0 also when the extension is not installed here.
+ */
+int
+ZimJobsClaim(int max_heads, int max_jobs, const int64 *own, int n_own, ZimJobBatch *batch)
+{
+	const char *schema = ZimJobsSchema();
+	Datum	   *own_d = palloc(sizeof(Datum) * Max(n_own, 1));
+	Datum		own_arr;
+	ZimJob	   *heads;
+	Datum	   *follower_ids;
+	int			n_heads;
+	int			n_followers = 0;
+	uint64		row = 0;
+	MemoryContext old;
+
+	batch->n_jobs = batch->n_groups = 0;
+	if (schema == NULL)
+		return 0;
+	batch->schema = MemoryContextStrdup(batch->cxt, schema);
+	batch->lease = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											   (int64) zim_job_lease_s * 1000);
+	for (int i = 0; i < n_own; i++)
+		own_d[i] = Int64GetDatum(own[i]);
+	own_arr = ZimJobsArray(own_d, NULL, n_own, INT8OID);
+
+	n_heads = zim_claim_heads(batch, Min(max_heads, max_jobs), own_arr, &heads);
+	if (n_heads == 0)
+		return 0;
+	zim_claim_followers_read(batch, heads, n_heads, own_arr);
+
+	old = MemoryContextSwitchTo(batch->cxt);
+	batch->jobs = palloc0(sizeof(ZimJob) * (n_heads + SPI_processed));
+	batch->groups = palloc0(sizeof(ZimJobGroup) * n_heads);
+	follower_ids = palloc(sizeof(Datum) * Max(SPI_processed, 1));
+	for (int h = 0; h < n_heads; h++)
+		zim_claim_group(batch, &heads[h], h + 1, &row, max_jobs, follower_ids, &n_followers);
+	MemoryContextSwitchTo(old);
+
+	if (zim_claim_followers(batch, follower_ids, n_followers) != n_followers)
+		elog(ERROR, "zim_pin jobs changed while they were claimed");
+
+	old = MemoryContextSwitchTo(batch->cxt);
+	for (int j = 0; j < batch->n_jobs; j++)
+		batch->jobs[j].exhausted = batch->jobs[j].attempts > zim_job_max_attempts;
+	ZimMergeBuild(batch);
+	MemoryContextSwitchTo(old);
+	return batch->n_jobs;
+}
+
+/*
+ * Where the chunk of a batch that starts at group from ends: the groups
+ * whose requests, each taking zim_pin.timeout_ms at the worst
+ * (ZIM_MAX_TRANSFERS at a time) and paced at zim_pin.requests_per_second,
+ * are surely sent within half a lease.  At least one group.
+ */
+int
+ZimJobsChunkEnd(const ZimJobBatch *batch, int from)
+{
+	double		per_req_ms = Max(1000.0 / zim_requests_per_second,
+								 (double) zim_timeout_ms / ZIM_MAX_TRANSFERS);
+	double		cap = zim_job_lease_s * 1000.0 / 2 / per_req_ms;
+	int			n_reqs = 0;
+	int			to = from;
+
+	while (to < batch->n_groups)
+	{
+		int			more = batch->groups[to].n_unpin_reqs + batch->groups[to].n_pin_reqs;
+
+		if (to > from && n_reqs + more > cap)
+			break;
+		n_reqs += more;
+		to++;
+	}
+	return to;
+}
+
+static bool
+zim_group_lost(const ZimJobBatch *batch, const ZimJobGroup *g)
+{
+	return batch->jobs[g->first_job].lost;
+}
+
+/*
+ * Send one phase (unpins or pins) of groups [from, to): one
+ * ZimSendRequests per run of groups that take part.
+ */
+static void
+zim_send_phase(ZimJobBatch *batch, int from, int to, bool pins)
+{
+	ZimRequest *reqs = pins ? batch->pin_reqs : batch->unpin_reqs;
+
+	while (from < to)
+	{
+		int			end = from;
+		int			first;
+		int			last;
+
+		while (end < to && !zim_group_lost(batch, &batch->groups[end]) &&
+			   (!pins || batch->groups[end].pins_sent))
+			end++;
+		if (end > from)
+		{
+			first = pins ? batch->groups[from].first_pin_req : batch->groups[from].first_unpin_req;
+			last = pins
+				? batch->groups[end - 1].first_pin_req + batch->groups[end - 1].n_pin_reqs
+				: batch->groups[end - 1].first_unpin_req + batch->groups[end - 1].n_unpin_reqs;
+			if (last > first)
+				ZimSendRequests("ConvPinned", ZIM_RETRY_IDEMPOTENT, reqs + first, last - first, 0);
+		}
+		from = end + 1;			/* past one that takes no part */
+	}
+}
+
+/*
+ * Send groups [from, to) of a claimed batch, with no retry inside: a job
+ * that fails transiently is retried as a whole job, later.  Every group's
+ * unpins first, then the pins of each group whose unpins went through (or
+ * failed for good).  Needs no transaction.
+ */
+void
+ZimJobsSend(ZimJobBatch *batch, int from, int to)
+{
+	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
+
+	zim_send_phase(batch, from, to, false);
+	for (int i = from; i < to; i++)
+	{
+		ZimJobGroup *g = &batch->groups[i];
+
+		g->pins_sent = true;
+		for (int r = g->first_unpin_req; r < g->first_unpin_req + g->n_unpin_reqs; r++)
+			if (ZimConvPinnedFailedWhole(&batch->unpin_reqs[r]) &&
+				ZimRequestTransient(&batch->unpin_reqs[r]))
+				g->pins_sent = false;
+	}
+	zim_send_phase(batch, from, to, true);
+	MemoryContextSwitchTo(old);
+}
+
+/* the arrays of one of the batched statements below */
+typedef struct Column
+{
+	Datum	   *v;
+	bool	   *null;
+	Oid			type;
+} Column;
+
+typedef struct Rows
+{
+	int			n;
+	int			cap;
+	int			n_cols;
+	Column		cols[5];
+} Rows;
+
+static void
+zim_rows_init(Rows *rows, int cap, int n_cols, const Oid *types)
+{
+	rows->n = 0;
+	rows->cap = Max(cap, 1);
+	rows->n_cols = n_cols;
+	for (int c = 0; c < n_cols; c++)
+	{
+		rows->cols[c].v = palloc0(sizeof(Datum) * rows->cap);
+		rows->cols[c].null = palloc0(sizeof(bool) * rows->cap);
+		rows->cols[c].type = types[c];
+	}
+}
+
+static void
+zim_rows_grow(Rows *rows)
+{
+	if (rows->n < rows->cap)
+		return;
+	for (int c = 0; c < rows->n_cols; c++)
+	{
+		rows->cols[c].v = repalloc(rows->cols[c].v, sizeof(Datum) * rows->cap * 2);
+		rows->cols[c].null = repalloc(rows->cols[c].null, sizeof(bool) * rows->cap * 2);
+		memset(rows->cols[c].null + rows->cap, 0, sizeof(bool) * rows->cap);
+	}
+	rows->cap *= 2;
+}
+
+/*
+ * Run sql with the rows' columns as arrays $1.., then the lease, then the
+ * time of this record (one for every job it finishes, so that a user's
+ * jobs finished together share it)
+ */
+static void
+zim_rows_exec(const ZimJobBatch *batch, const char *sql, Rows *rows)
+{
+	Oid			types[7];
+	Datum		args[7];
+
+	for (int c = 0; c < rows->n_cols; c++)
+	{
+		types[c] = get_array_type(rows->cols[c].type);
+		args[c] = ZimJobsArray(rows->cols[c].v, rows->cols[c].null, rows->n, rows->cols[c].type);
+	}
+	types[rows->n_cols] = TIMESTAMPTZOID;
+	args[rows->n_cols] = TimestampTzGetDatum(batch->lease);
+	types[rows->n_cols + 1] = TIMESTAMPTZOID;
+	args[rows->n_cols + 1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	zim_spi_exec(sql, rows->n_cols + 2, types, args, NULL);
+}
+
+/* the jobs of ids that the last statement's RETURNING did not name are lost */
+static void
+zim_mark_lost(ZimJobBatch *batch, int from, int to, ZimJobVerdict verdict, bool unsent)
+{
+	for (int j = batch->groups[from].first_job;
+		 to > from && j < batch->groups[to - 1].first_job + batch->groups[to - 1].n_jobs; j++)
+	{
+		ZimJob	   *job = &batch->jobs[j];
+		bool		kept = false;
+
+		if (job->lost || job->verdict != verdict)
+			continue;
+		for (uint64 r = 0; r < SPI_processed && !kept; r++)
+		{
+			bool		isnull;
+
+			kept = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+											   1, &isnull)) == job->job_id;
+		}
+		if (kept)
+			continue;
+		job->lost = true;
+		ereport(LOG,
+				(errmsg(unsent
+						? "zim_pin job " INT64_FORMAT " was given up unsent: its lease ran out and another runner took it"
+						: "zim_pin job " INT64_FORMAT " was not recorded: its lease ran out and another runner took it",
+						job->job_id),
+				 errhint("Consider a longer zim_pin.job_lease.")));
+	}
+}
+
+/* the finished jobs of groups [from, to): their state, then their failure rows */
+static int
+zim_write_finished(ZimJobBatch *batch, int from, int to)
+{
+	static const Oid fin_types[4] = {INT8OID, TEXTOID, INT8OID, TEXTOID};
+	static const Oid row_types[5] = {INT8OID, TEXTOID, INT4OID, INT8OID, TEXTOID};
+	Rows		fin;
+	Rows		rows;
+	int			finished = 0;
+	int			first = batch->groups[from].first_job;
+	int			end = batch->groups[to - 1].first_job + batch->groups[to - 1].n_jobs;
+
+	zim_rows_init(&fin, end - first, 4, fin_types);
+	for (int j = first; j < end; j++)
+	{
+		ZimJob	   *job = &batch->jobs[j];
+
+		if (job->lost || (job->verdict != ZIM_JOB_DONE && job->verdict != ZIM_JOB_FAILED))
+			continue;
+		fin.cols[0].v[fin.n] = Int64GetDatum(job->job_id);
+		fin.cols[1].v[fin.n] = CStringGetTextDatum(job->verdict == ZIM_JOB_DONE ? "done" : "failed");
+		fin.cols[2].v[fin.n] = Int64GetDatum(job->code);
+		fin.cols[2].null[fin.n] = !job->has_code;
+		fin.cols[3].v[fin.n++] = CStringGetTextDatum(job->message);
+	}
+	if (fin.n == 0)
+		return 0;
+	zim_rows_exec(batch, psprintf("UPDATE %s.zim_pin_job j"
+								  " SET state = u.state, finished_at = $6,"
+								  "     last_code = u.code, last_message = u.message,"
+								  "     claimed_by = NULL, claimed_until = NULL"
+								  " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
+								  "                pg_catalog.unnest($4)) AS u(job_id, state, code, message)"
+								  " WHERE j.job_id " EQ " u.job_id"
+								  "   AND j.claimed_by " EQ " pg_catalog.pg_backend_pid()"
+								  "   AND j.claimed_until " EQ " $5 RETURNING j.job_id",
+								  batch->schema), &fin);
+	zim_mark_lost(batch, from, to, ZIM_JOB_DONE, false);
+	zim_mark_lost(batch, from, to, ZIM_JOB_FAILED, false);
+
+	zim_rows_init(&rows, 16, 5, row_types);
+	for (int j = first; j < end; j++)
+	{
+		ZimJob	   *job = &batch->jobs[j];
+
+		if (job->lost || (job->verdict != ZIM_JOB_DONE && job->verdict != ZIM_JOB_FAILED))
+			continue;
+		finished++;
+		for (int k = 0; k < job->n_failures; k++)
+		{
+			ZimConvFailure *f = &job->failures[k];
+
+			zim_rows_grow(&rows);
+			rows.cols[0].v[rows.n] = Int64GetDatum(job->job_id);
+			rows.cols[1].v[rows.n] = CStringGetTextDatum(f->conv_id);
+			rows.cols[2].v[rows.n] = Int32GetDatum(f->conv_type);
+			rows.cols[3].v[rows.n] = Int64GetDatum(f->sub_code);
+			rows.cols[3].null[rows.n] = !f->has_code;
+			rows.cols[4].v[rows.n] = f->sub_message ? CStringGetTextDatum(f->sub_message) : (Datum) 0;
+			rows.cols[4].null[rows.n++] = f->sub_message == NULL;
+		}
+	}
+	if (rows.n > 0)
+		zim_rows_exec(batch, psprintf("INSERT INTO %s.zim_pin_job_failure"
+									  " (job_id, conv_id, conv_type, sub_code, sub_message)"
+									  " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+									  "  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))",
+									  batch->schema), &rows);
+	return finished;
+}
+
+/* the jobs of groups [from, to) to send again later, with a backoff */
+static void
+zim_write_retries(ZimJobBatch *batch, int from, int to)
+{
+	static const Oid types[4] = {INT8OID, INT8OID, TEXTOID, INT8OID};
+	Rows		rows;
+	int			first = batch->groups[from].first_job;
+	int			end = batch->groups[to - 1].first_job + batch->groups[to - 1].n_jobs;
+
+	zim_rows_init(&rows, end - first, 4, types);
+	for (int j = first; j < end; j++)
+	{
+		ZimJob	   *job = &batch->jobs[j];
+
+		if (job->lost || job->verdict != ZIM_JOB_RETRY)
+			continue;
+		rows.cols[0].v[rows.n] = Int64GetDatum(job->job_id);
+		rows.cols[1].v[rows.n] = Int64GetDatum(job->code);
+		rows.cols[1].null[rows.n] = !job->has_code;
+		rows.cols[2].v[rows.n] = CStringGetTextDatum(job->message);
+		rows.cols[3].v[rows.n++] = Int64GetDatum(ZimBackoffMs(job->attempts - 1, JOB_BACKOFF_BASE_MS,
+															  JOB_BACKOFF_CAP_MS));
+	}
+	if (rows.n == 0)
+		return;
+	zim_rows_exec(batch, psprintf("UPDATE %s.zim_pin_job j"
+								  " SET last_code = u.code, last_message = u.message,"
+								  "     next_attempt_at = pg_catalog.clock_timestamp() " PLUS
+								  "       pg_catalog.make_interval(secs => u.ms OPERATOR(pg_catalog./) 1000.0::pg_catalog.float8),"
+								  "     claimed_by = NULL, claimed_until = NULL"
+								  " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
+								  "                pg_catalog.unnest($4)) AS u(job_id, code, message, ms)"
+								  " WHERE j.job_id " EQ " u.job_id"
+								  "   AND j.claimed_by " EQ " pg_catalog.pg_backend_pid()"
+								  "   AND j.claimed_until " EQ " $5 RETURNING j.job_id",
+								  batch->schema), &rows);
+	zim_mark_lost(batch, from, to, ZIM_JOB_RETRY, false);
+}
+
+/* the jobs of groups [from, to) held back: unsent, their attempt not counted */
+static void
+zim_write_held_back(ZimJobBatch *batch, int from, int to)
+{
+	static const Oid types[1] = {INT8OID};
+	Rows		rows;
+	int			first = batch->groups[from].first_job;
+	int			end = batch->groups[to - 1].first_job + batch->groups[to - 1].n_jobs;
+
+	zim_rows_init(&rows, end - first, 1, types);
+	for (int j = first; j < end; j++)
+		if (!batch->jobs[j].lost && batch->jobs[j].verdict == ZIM_JOB_HELD_BACK)
+			rows.cols[0].v[rows.n++] = Int64GetDatum(batch->jobs[j].job_id);
+	if (rows.n == 0)
+		return;
+	zim_rows_exec(batch, psprintf("UPDATE %s.zim_pin_job"
+								  " SET attempts = attempts " MINUS " 1, claimed_by = NULL, claimed_until = NULL"
+								  " WHERE job_id " EQ " ANY ($1)"
+								  "   AND claimed_by " EQ " pg_catalog.pg_backend_pid()"
+								  "   AND claimed_until " EQ " $2 RETURNING job_id",
+								  batch->schema), &rows);
+	zim_mark_lost(batch, from, to, ZIM_JOB_HELD_BACK, false);
+}
+
+static int
+zim_write_jobs(ZimJobBatch *batch, int from, int to)
+{
+	int			finished;
+
+	if (to <= from)
+		return 0;
+	finished = zim_write_finished(batch, from, to);
+	zim_write_retries(batch, from, to);
+	zim_write_held_back(batch, from, to);
+	return finished;
+}
+
+/*
+ * Record the outcome of every job of groups [from, to) of a sent batch
+ * that is still held; SPI is connected.  Returns how many finished (done
+ * or failed).
+ */
+int
+ZimJobsRecord(ZimJobBatch *batch, int from, int to)
+{
+	int			finished;
+	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
+
+	for (int i = from; i < to; i++)
+		if (!zim_group_lost(batch, &batch->groups[i]))
+			ZimMergeOutcome(batch, i);
+	finished = zim_write_jobs(batch, from, to);
+	MemoryContextSwitchTo(old);
+	return finished;
+}
+
+/*
+ * Renew the lease of the jobs of groups [from, n_groups) that are still
+ * held; a group any job of which is not (another runner took it) is lost,
+ * and will be neither sent nor recorded here.  SPI is connected.
+ */
+void
+ZimJobsRenew(ZimJobBatch *batch, int from)
+{
+	static const Oid types[1] = {INT8OID};
+	Rows		rows;
+	TimestampTz lease = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													(int64) zim_job_lease_s * 1000);
+	char	   *sql = psprintf("UPDATE %s.zim_pin_job SET claimed_until = $3"
+							   " WHERE job_id " EQ " ANY ($1)"
+							   "   AND claimed_by " EQ " pg_catalog.pg_backend_pid()"
+							   "   AND claimed_until " EQ " $2 RETURNING job_id", batch->schema);
+	Oid			argtypes[3] = {INT8ARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		args[3];
+
+	if (from >= batch->n_groups)
+		return;
+	zim_rows_init(&rows, batch->n_jobs, 1, types);
+	for (int j = batch->groups[from].first_job; j < batch->n_jobs; j++)
+	{
+		batch->jobs[j].verdict = ZIM_JOB_HELD_BACK;	/* not judged yet */
+		if (!batch->jobs[j].lost)
+			rows.cols[0].v[rows.n++] = Int64GetDatum(batch->jobs[j].job_id);
+	}
+	args[0] = ZimJobsArray(rows.cols[0].v, NULL, rows.n, INT8OID);
+	args[1] = TimestampTzGetDatum(batch->lease);
+	args[2] = TimestampTzGetDatum(lease);
+	zim_spi_exec(sql, 3, argtypes, args, NULL);
+	zim_mark_lost(batch, from, batch->n_groups, ZIM_JOB_HELD_BACK, true);
+	for (int i = from; i < batch->n_groups; i++)
+	{
+		ZimJobGroup *g = &batch->groups[i];
+		bool		lost = false;
+
+		for (int j = g->first_job; j < g->first_job + g->n_jobs; j++)
+			lost |= batch->jobs[j].lost;
+		if (lost)
+			batch->jobs[g->first_job].lost = true;
+	}
+	batch->lease = lease;
+}
+
+/*
+ * An error ended the sending or recording of a claimed batch (an answer
+ * that broke something, an out-of-memory): record it on every job of
+ * groups [from, n_groups) that is still held, so that no job is reclaimed
+ * and resent without end.  A job with attempts left is retried later; the
+ * others fail, with a failure row per conversation.  SPI is connected, in
+ * a transaction other than the one that failed.  Returns how many
+ * finished.
+ */
+int
+ZimJobsRecordError(ZimJobBatch *batch, int from, const ErrorData *edata)
+{
+	int			finished;
+	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
+	const char *message = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode),
+								   edata->message ? edata->message : "error");
+
+	if (from >= batch->n_groups)
+	{
+		MemoryContextSwitchTo(old);
+		return 0;
+	}
+	for (int j = batch->groups[from].first_job; j < batch->n_jobs; j++)
+	{
+		ZimJob	   *job = &batch->jobs[j];
+
+		job->has_code = false;
+		job->code = 0;
+		job->message = message;
+		job->n_failures = 0;
+		if (!job->exhausted && job->attempts < zim_job_max_attempts)
+		{
+			job->verdict = ZIM_JOB_RETRY;
+			continue;
+		}
+		job->verdict = ZIM_JOB_FAILED;
+		job->failures = palloc0(sizeof(ZimConvFailure) * Max(job->n, 1));
+		for (int k = 0; k < job->n; k++)
+		{
+			job->failures[k].conv_id = job->convs[k].id;
+			job->failures[k].conv_type = job->convs[k].type;
+			job->failures[k].sub_message = message;
+		}
+		job->n_failures = job->n;
+	}
+	finished = zim_write_jobs(batch, from, batch->n_groups);
+	MemoryContextSwitchTo(old);
+	return finished;
+}
+
+/*
+ * Delete up to max finished jobs (and by cascade their failure rows)
+ * older than zim_pin.job_retention, oldest first, through the index on
+ * finished_at, skipping rows that others lock; SPI is connected.  Returns
+ * how many were deleted: max means that more may be left.
+ */
+int
+ZimJobsPrune(const char *schema, int max)
+{
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		args[2] = {Int32GetDatum(zim_job_retention_min), Int32GetDatum(max)};
+
+	zim_spi_exec(psprintf("DELETE FROM %1$s.zim_pin_job WHERE job_id " EQ " ANY (ARRAY("
+						  " SELECT o.job_id FROM %1$s.zim_pin_job o"
+						  " WHERE o.state " NE " 'pending'::pg_catalog.text"
+						  "  AND o.finished_at " LT " (pg_catalog.clock_timestamp() " MINUS
+						  "   pg_catalog.make_interval(mins => $1))"
+						  " ORDER BY o.finished_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED))",
+						  schema), 2, types, args, NULL);
+	return (int) SPI_processed;
+}
+
+/*
+ * When the earliest pending job is due (0: none); SPI is connected.
+ */
+TimestampTz
+ZimJobsNextDue(const char *schema)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute(psprintf("SELECT pg_catalog.min(next_attempt_at) FROM %s.zim_pin_job"
+							 " WHERE state " EQ " 'pending'::pg_catalog.text", schema),
+					true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		return 0;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
