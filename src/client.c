@@ -46,6 +46,9 @@ PG_FUNCTION_INFO_V1(zim_api);
 /* retries allowed in the current ZimSendRequests */
 static int	call_max_retries = 0;
 
+/* an attempt of the current call got something that was not a ZIM answer */
+static bool call_got_junk = false;
+
 /* "1 attempt", "3 attempts" */
 static const char *
 attempts_text(int n)
@@ -118,6 +121,7 @@ zim_settle_not_answer(const char *action, ZimRetryPolicy policy, ZimRequest *req
 
 	elog(DEBUG1, "zim_pin: %s attempt %d: HTTP %ld, not a ZIM answer",
 		 action, req->attempts, http->http_code);
+	call_got_junk = true;
 
 	retry = zim_maybe_retry(req, !http_ok && http->http_code >= 500 &&
 							policy == ZIM_RETRY_IDEMPOTENT, false);
@@ -353,6 +357,11 @@ ZimSendRequests(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int
 	PG_FINALLY();
 	{
 		int			running = ZimHttpAbortAll();
+
+		/* what a peer that sent junk left on its connection is never read */
+		if (call_got_junk)
+			ZimHttpDropConnections();
+		call_got_junk = false;
 
 		if (!ZimShmemLockHeld())
 			for (int i = 0; i < n; i++)

@@ -593,6 +593,24 @@ ZimHttpFinish(int id, ZimHttpResult *result)
 }
 
 /*
+ * Close every cached connection: the multi handle goes, and is created
+ * again by the next ZimHttpStart.  After an answer that was not a ZIM
+ * answer, bytes the peer left on its connection must not be read as the
+ * answer to a later request.  Only with nothing in flight (else it does
+ * nothing).
+ */
+void
+ZimHttpDropConnections(void)
+{
+	for (int i = 0; i < ZIM_MAX_TRANSFERS; i++)
+		if (transfers[i].in_use)
+			return;
+	if (zim_multi)
+		curl_multi_cleanup(zim_multi);
+	zim_multi = NULL;
+}
+
+/*
  * Detach and free every transfer; returns how many were still running.
  * Safe to call at any time, including from PG_FINALLY after an ERROR.
  */

@@ -222,6 +222,7 @@ extern bool ZimHttpFinished(int id);
 extern void ZimHttpFinish(int id, ZimHttpResult *result);
 extern int	ZimHttpInFlight(void);
 extern int	ZimHttpAbortAll(void);
+extern void ZimHttpDropConnections(void);
 
 /* ---- sign.c ---- */
 extern void ZimSignature(uint32 app_id, const char *nonce, const char *secret,

@@ -133,12 +133,34 @@ my (@cases);
 push @cases, ['body', mutate($seeds[ int(rand(@seeds)) ])] for 1 .. $n_bodies;
 push @cases, ['raw', mutate(http_answer($seeds[ int(rand(@seeds)) ]))] for 1 .. $n_raw;
 
+# Setting the next fault is a zim_api call like any other: a peer that left
+# junk behind an answer that looked whole can make it fail (08006, which
+# zim_api does not retry: it may not be idempotent).  That is no fuzz
+# outcome: set it again, and count it.
+$node->safe_psql('postgres', q{
+	CREATE TABLE fuzz_setup (state text);
+	CREATE FUNCTION set_fault(kind text, data text) RETURNS void LANGUAGE plpgsql AS $$
+	DECLARE st text;
+	BEGIN
+		FOR attempt IN 1..3 LOOP
+			BEGIN
+				PERFORM double('Fault', jsonb_build_object('Fault', kind,
+					CASE kind WHEN 'raw' THEN 'Raw' ELSE 'Body' END, data, 'Base64', true));
+				RETURN;
+			EXCEPTION WHEN OTHERS THEN
+				GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE;
+				INSERT INTO fuzz_setup VALUES (st);
+				IF attempt = 3 THEN RAISE; END IF;
+			END;
+		END LOOP;
+	END $$;
+});
 $node->safe_psql('postgres', q{
 	CREATE TABLE fuzz (i int, kind text, data text, state text, ms float8);
 	CREATE FUNCTION fuzz_one(i int, kind text, data text) RETURNS void LANGUAGE plpgsql AS $$
 	DECLARE t0 timestamptz := clock_timestamp(); st text := 'ok';
 	BEGIN
-		PERFORM double('Fault', jsonb_build_object('Fault', kind, CASE kind WHEN 'raw' THEN 'Raw' ELSE 'Body' END, data, 'Base64', true));
+		PERFORM set_fault(kind, data);
 		BEGIN
 			PERFORM * FROM zim_conv_pinned('p1', ARRAY['g1', 'g2'], 2, true);
 		EXCEPTION WHEN OTHERS THEN
@@ -158,7 +180,9 @@ for (my $from = 0; $from <= $#cases && $ret == 0; $from += 500)
 		my $b64 = encode_base64($cases[$i][1], '');
 		$sql .= "SELECT fuzz_one($i, '$cases[$i][0]', '$b64');\n";
 	}
-	($ret, $out, $err) = $node->psql('postgres', $sql);
+	($ret, $out, $err) = $node->psql('postgres', $sql, on_error_stop => 0);
+	diag "session of cases $from..: $err" if $err ne '';
+	$ret = 1 if $err ne '';
 }
 my $fuzz_took = time - $t0;
 is($ret, 0, sprintf('%d mutated answers (%d bodies, %d whole HTTP answers) in %.1f s, in one session',
@@ -169,6 +193,9 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM fuzz WHERE state NOT IN $a
 	or diag $node->safe_psql('postgres', "SELECT i, kind, state, left(convert_from(decode(data, 'base64'), 'SQL_ASCII'), 200) FROM fuzz WHERE state NOT IN $allowed LIMIT 5");
 note $node->safe_psql('postgres', q{SELECT string_agg(state || ': ' || n, ', ') FROM (SELECT state, count(*) n FROM fuzz GROUP BY 1 ORDER BY 1) s});
 cmp_ok($node->safe_psql('postgres', q{SELECT max(ms) FROM fuzz}), '<', 3000, '... each within zim_pin.timeout_ms and a margin');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM fuzz_setup WHERE state NOT IN ('08001', '08006')}), '0',
+	'setting a fault after a hostile answer failed, if ever, only with 08001 or 08006');
+note 'fault settings that had to be repeated: ' . $node->safe_psql('postgres', q{SELECT count(*) FROM fuzz_setup});
 cmp_ok($node->safe_psql('postgres', q{SELECT count(DISTINCT state) FROM fuzz}), '>=', 3, '... and the mutations reached several outcomes');
 
 # the same answers through the queue: every one is recorded as the job's outcome
@@ -177,7 +204,7 @@ $node->safe_psql('postgres', q{
 	CREATE FUNCTION fuzz_queue(i int, kind text, data text) RETURNS void LANGUAGE plpgsql AS $$
 	DECLARE j bigint;
 	BEGIN
-		PERFORM double('Fault', jsonb_build_object('Fault', kind, CASE kind WHEN 'raw' THEN 'Raw' ELSE 'Body' END, data, 'Base64', true));
+		PERFORM set_fault(kind, data);
 		j := zim_conv_pinned_enqueue('fzq' || i, ARRAY['g1', 'g2'], 2, true);
 		INSERT INTO fuzzq VALUES (i, j, NULL);
 	END $$;
