@@ -104,6 +104,16 @@ for my $db ('victim', 'victim2')
 		"none of the owner's functions or operators ran in $who");
 }
 
+# ... nor in zim_pin_retry_failed (SECURITY DEFINER), called by her with her
+# search_path: it compares text, calls clock_timestamp() and min()
+$node->safe_psql('victim2', q{GRANT EXECUTE ON FUNCTION zim_pin_retry_failed(timestamptz, text) TO mallory});
+$node->safe_psql('victim2', q{SELECT zim_conv_pinned_enqueue('h_nobody', ARRAY['g1'], 2, true)}, extra_params => ['-U', 'mallory']);
+ok(wait_done('victim2', 1), 'a job of an unregistered user failed');
+is($node->safe_psql('victim2', q{SELECT count(*) FROM zim_pin_retry_failed(from_user_id => 'h_nobody')}, extra_params => ['-U', 'mallory']),
+	'1', 'zim_pin_retry_failed, called by the owner, queued it again');
+is(vq('victim2', q{SELECT count(*) FROM public.captured}), '0',
+	"none of the owner's functions or operators ran in zim_pin_retry_failed");
+
 # --- 3. cancelled calls give their send times back ---------------------------
 # each call of 320 conversations reserves 16 send times (0.8 s at 20/s) and
 # is cancelled after 20 ms; before, 100 of them pushed the next send 79 s out
