@@ -64,21 +64,6 @@
 #define JOB_BACKOFF_BASE_MS	1000
 #define JOB_BACKOFF_CAP_MS	(5 * 60 * 1000)
 
-/*
- * The extension's schema, quoted, or NULL if it is not installed in this
- * database; SPI is connected.
- */
-const char *
-ZimJobsSchema(void)
-{
-	if (SPI_execute("SELECT extnamespace::pg_catalog.regnamespace::pg_catalog.text"
-					" FROM pg_catalog.pg_extension"
-					" WHERE extname OPERATOR(pg_catalog.=) 'zim_pin'::pg_catalog.name",
-					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		return NULL;
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-}
-
 /* the OID of the extension's schema, or InvalidOid; SPI is connected */
 Oid
 ZimJobsNamespace(void)
@@ -90,6 +75,19 @@ ZimJobsNamespace(void)
 					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		return InvalidOid;
 	return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * The extension's schema, quoted, or NULL if it is not installed in this
+ * database; SPI is connected.
+ */
+const char *
+ZimJobsSchema(void)
+{
+	Oid			nsp = ZimJobsNamespace();
+	char	   *name = OidIsValid(nsp) ? get_namespace_name(nsp) : NULL;
+
+	return name ? quote_identifier(name) : NULL;
 }
 
 /* an array Datum of the given element type; nulls may be NULL */
