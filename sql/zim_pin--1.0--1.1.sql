@@ -5,17 +5,18 @@
 
 -- zim_pin_backlog works in a session that has not loaded the library
 CREATE OR REPLACE VIEW @extschema@.zim_pin_backlog AS
-SELECT count(*) AS pending,
-       clock_timestamp() - min(enqueued_at) AS oldest_pending_age,
-       coalesce(sum(ceil(cardinality(conv_ids)::numeric
-                         / coalesce(current_setting('zim_pin.max_convs_per_request', true), '20')::integer)),
-                0)::bigint AS pending_requests,
-       make_interval(secs => coalesce(sum(ceil(cardinality(conv_ids)::numeric
-                         / coalesce(current_setting('zim_pin.max_convs_per_request', true), '20')::integer)), 0)
-                         / coalesce(current_setting('zim_pin.requests_per_second', true), '20')::numeric)
+SELECT pg_catalog.count(*) AS pending,
+       pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) pg_catalog.min(enqueued_at) AS oldest_pending_age,
+       coalesce(pg_catalog.sum(pg_catalog.ceil(pg_catalog.cardinality(conv_ids)::numeric
+                               OPERATOR(pg_catalog./) coalesce(pg_catalog.current_setting('zim_pin.max_convs_per_request'::text, true), '20'::text)::integer::numeric)),
+                0::numeric)::bigint AS pending_requests,
+       pg_catalog.make_interval(secs => (coalesce(pg_catalog.sum(pg_catalog.ceil(pg_catalog.cardinality(conv_ids)::numeric
+                               OPERATOR(pg_catalog./) coalesce(pg_catalog.current_setting('zim_pin.max_convs_per_request'::text, true), '20'::text)::integer::numeric)),
+                0::numeric)
+           OPERATOR(pg_catalog./) coalesce(pg_catalog.current_setting('zim_pin.requests_per_second'::text, true), '20'::text)::numeric)::double precision)
            AS expected_drain_time
 FROM @extschema@.zim_pin_job
-WHERE state = 'pending';
+WHERE state OPERATOR(pg_catalog.=) 'pending'::text;
 
 -- replay: which job sent a finished job's failed conversations again
 ALTER TABLE @extschema@.zim_pin_job
@@ -32,13 +33,13 @@ SELECT j.job_id, j.from_user_id, f.conv_id, f.conv_type, j.pinned,
        j.state AS job_state, f.sub_code, f.sub_message, j.finished_at,
        j.retried_at, j.retried_by
 FROM @extschema@.zim_pin_job j
-JOIN @extschema@.zim_pin_job_failure f ON f.job_id = j.job_id;
+JOIN @extschema@.zim_pin_job_failure f ON f.job_id OPERATOR(pg_catalog.=) j.job_id;
 
 COMMENT ON VIEW @extschema@.zim_pin_failure IS
 'zim_pin queue: the conversations finished jobs did not change, with their job';
 
 CREATE FUNCTION @extschema@.zim_pin_retry_failed(
-    since timestamptz DEFAULT now() - interval '1 day',
+    since timestamptz DEFAULT pg_catalog.now() OPERATOR(pg_catalog.-) '1 day'::interval,
     from_user_id text DEFAULT NULL)
 RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER

@@ -89,10 +89,11 @@ CREATE TABLE @extschema@.zim_pin_job (
     conv_ids text[] NOT NULL,
     conv_types integer[] NOT NULL,
     pinned boolean NOT NULL,
-    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
+    state text NOT NULL DEFAULT 'pending'
+        CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['pending', 'done', 'failed']::text[])),
     attempts integer NOT NULL DEFAULT 0,
-    enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     finished_at timestamptz,
     last_code bigint,
     last_message text,
@@ -100,11 +101,11 @@ CREATE TABLE @extschema@.zim_pin_job (
     claimed_until timestamptz   -- its lease
 );
 CREATE INDEX zim_pin_job_user ON @extschema@.zim_pin_job (from_user_id, job_id)
-    WHERE state = 'pending';
+    WHERE state OPERATOR(pg_catalog.=) 'pending'::text;
 CREATE INDEX zim_pin_job_due ON @extschema@.zim_pin_job (next_attempt_at)
-    WHERE state = 'pending';
+    WHERE state OPERATOR(pg_catalog.=) 'pending'::text;
 CREATE INDEX zim_pin_job_finished ON @extschema@.zim_pin_job (finished_at)
-    WHERE state <> 'pending';
+    WHERE state OPERATOR(pg_catalog.<>) 'pending'::text;
 
 COMMENT ON TABLE @extschema@.zim_pin_job IS
 'zim_pin queue: one row per zim_conv_pinned_enqueue call';
@@ -161,17 +162,18 @@ COMMENT ON FUNCTION @extschema@.zim_pin_run_jobs(integer) IS
 'send due queued jobs now, in this transaction; returns how many finished';
 
 CREATE VIEW @extschema@.zim_pin_backlog AS
-SELECT count(*) AS pending,
-       clock_timestamp() - min(enqueued_at) AS oldest_pending_age,
-       coalesce(sum(ceil(cardinality(conv_ids)::numeric
-                         / current_setting('zim_pin.max_convs_per_request')::integer)), 0)::bigint
-           AS pending_requests,
-       make_interval(secs => coalesce(sum(ceil(cardinality(conv_ids)::numeric
-                         / current_setting('zim_pin.max_convs_per_request')::integer)), 0)
-                         / current_setting('zim_pin.requests_per_second')::numeric)
+SELECT pg_catalog.count(*) AS pending,
+       pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) pg_catalog.min(enqueued_at) AS oldest_pending_age,
+       coalesce(pg_catalog.sum(pg_catalog.ceil(pg_catalog.cardinality(conv_ids)::numeric
+                               OPERATOR(pg_catalog./) pg_catalog.current_setting('zim_pin.max_convs_per_request'::text)::integer::numeric)),
+                0::numeric)::bigint AS pending_requests,
+       pg_catalog.make_interval(secs => (coalesce(pg_catalog.sum(pg_catalog.ceil(pg_catalog.cardinality(conv_ids)::numeric
+                               OPERATOR(pg_catalog./) pg_catalog.current_setting('zim_pin.max_convs_per_request'::text)::integer::numeric)),
+                0::numeric)
+           OPERATOR(pg_catalog./) pg_catalog.current_setting('zim_pin.requests_per_second'::text)::numeric)::double precision)
            AS expected_drain_time
 FROM @extschema@.zim_pin_job
-WHERE state = 'pending';
+WHERE state OPERATOR(pg_catalog.=) 'pending'::text;
 
 COMMENT ON VIEW @extschema@.zim_pin_backlog IS
 'zim_pin queue: pending jobs, age of the oldest, and time to drain at the current rate';
