@@ -289,7 +289,8 @@ zim_conv_pinned_enqueue_one_type(PG_FUNCTION_ARGS)
  * Send and record a batch claimed in the caller's transaction, in a
  * subtransaction: an ERROR there (a poison answer, out of memory) is
  * recorded on the batch's jobs instead, so that no job is resent without
- * end.  A cancel or statement_timeout is the caller's, and goes on up.
+ * end.  A cancel or statement_timeout is the caller's, and goes on up,
+ * once the subtransaction is rolled back.
  */
 static int
 zim_run_claimed(ZimJobBatch *batch)
@@ -312,14 +313,22 @@ zim_run_claimed(ZimJobBatch *batch)
 	{
 		ErrorData  *edata;
 
+		/*
+		 * Roll the subtransaction back first, whatever the error, as
+		 * PL/pgSQL does: re-throwing from inside it would leave the caller
+		 * in a subtransaction it never opened, with this function's GUC
+		 * nest level (its search_path) still in force.
+		 */
 		MemoryContextSwitchTo(batch->cxt);
 		edata = CopyErrorData();
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			PG_RE_THROW();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
+
+		/* a cancel or statement_timeout is the caller's: it goes on up */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("sending queued jobs failed: %s", edata->message),
