@@ -5,11 +5,10 @@
 SELECT double('Reset')->'Code' AS reset;
 SELECT register('rita', 'sam');
 
--- ZP003: a wrong secret, a wrong AppId
-SET zim_pin.server_secret = 'not-the-secret';
-SHOW zim_pin.server_secret;
+-- ZP003: a wrong secret (the double now expects another one), a wrong AppId
+SELECT double('Config', '{"SecretRotated": true}')->'Code' AS rotated;
 SELECT * FROM zim_try($$SELECT * FROM zim_conv_pinned('rita', ARRAY['sam'], 0, true)$$);
-RESET zim_pin.server_secret;
+SELECT double('Config', '{"SecretRotated": false}')->'Code' AS restored;
 SET zim_pin.app_id = '1';
 SELECT * FROM zim_try($$SELECT * FROM zim_conv_pinned('rita', ARRAY['sam'], 0, true)$$);
 RESET zim_pin.app_id;

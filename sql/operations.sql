@@ -58,10 +58,10 @@ SELECT * FROM double_pins('late_user') ORDER BY 1;
 SELECT count(*) AS queued FROM zim_pin_retry_failed();
 
 -- replay after the secret is corrected
-SET zim_pin.server_secret = '00000000000000000000000000000000';
+SELECT double('Config', '{"SecretRotated": true}')->'Code' AS rotated;
 SELECT zim_conv_pinned_enqueue('late_user', ARRAY['s1'], 2, true) > 0 AS enqueued;
 SELECT zim_pin_run_jobs() AS finished;
-RESET zim_pin.server_secret;
+SELECT double('Config', '{"SecretRotated": false}')->'Code' AS restored;
 SELECT state, last_code, attempts FROM zim_pin_job ORDER BY job_id DESC LIMIT 1;
 SELECT count(*) AS queued FROM zim_pin_retry_failed(now() - interval '1 minute', 'late_user');
 SELECT zim_pin_run_jobs() AS finished;

@@ -52,6 +52,24 @@ SET zim_pin.app_id = '';
 SELECT * FROM zim_try($$SELECT * FROM zim_conv_pinned('u1', ARRAY['u2'], 0, true)$$);
 RESET zim_pin.app_id;
 
+-- a secret only from the configuration file: never from SET, ALTER ROLE,
+-- ALTER DATABASE or a function's SET clause (which store or show it where
+-- other roles can read it), and the refusal never quotes the value
+SELECT * FROM zim_try($$SET zim_pin.server_secret = 'a-value-never-stored'$$);
+SELECT * FROM zim_try($$SET LOCAL zim_pin.server_secret = 'a-value-never-stored'$$);
+SELECT * FROM zim_try($$SELECT set_config('zim_pin.server_secret', 'a-value-never-stored', false)$$);
+SELECT * FROM zim_try($$ALTER ROLE CURRENT_USER SET zim_pin.server_secret = 'a-value-never-stored'$$);
+SELECT * FROM zim_try(format('ALTER DATABASE %I SET zim_pin.server_secret = %L', current_database(), 'a-value-never-stored'));
+SELECT * FROM zim_try($$ALTER ROLE ALL SET zim_pin.server_secret = 'a-value-never-stored'$$);
+SELECT * FROM zim_try($$CREATE FUNCTION leaky() RETURNS int LANGUAGE sql SET zim_pin.server_secret = 'a-value-never-stored' AS 'SELECT 1'$$);
+SELECT count(*) AS stored_anywhere FROM pg_db_role_setting
+WHERE array_to_string(setconfig, ' ') LIKE '%a-value-never-stored%';
+SELECT count(*) AS in_functions FROM pg_proc
+WHERE array_to_string(proconfig, ' ') LIKE '%a-value-never-stored%';
+-- an empty one (no secret) is accepted from anywhere
+SELECT * FROM zim_try($$ALTER ROLE CURRENT_USER SET zim_pin.server_secret = ''$$);
+ALTER ROLE CURRENT_USER RESET zim_pin.server_secret;
+
 -- SET LOCAL of the secret ends with the transaction
 BEGIN;
 SET LOCAL zim_pin.server_secret = '';

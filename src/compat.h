@@ -156,9 +156,20 @@ zim_unicode_to_server_noerror(pg_wchar c, unsigned char *s)
  * 18: the module magic block can carry the module's name and version.
  */
 #if PG_VERSION_NUM >= 180000
-#define ZIM_MODULE_MAGIC	PG_MODULE_MAGIC_EXT(.name = "zim_pin", .version = "1.1")
+#define ZIM_MODULE_MAGIC	PG_MODULE_MAGIC_EXT(.name = "zim_pin", .version = "1.2")
 #else
 #define ZIM_MODULE_MAGIC	PG_MODULE_MAGIC
+#endif
+
+/*
+ * Settings the worker overrides beyond those every supported major has
+ * (worker.c): transaction_timeout came in 17.
+ */
+#if PG_VERSION_NUM >= 170000
+#define ZIM_WORKER_COMPAT_SETTINGS() \
+	SetConfigOption("transaction_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE)
+#else
+#define ZIM_WORKER_COMPAT_SETTINGS() ((void) 0)
 #endif
 
 #endif							/* ZIM_PIN_COMPAT_H */

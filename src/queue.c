@@ -36,6 +36,7 @@
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -355,6 +356,7 @@ zim_pin_run_jobs(PG_FUNCTION_ARGS)
 	int			claimed_total = 0;
 	int			finished = 0;
 	const char *schema;
+	int			guc_level;
 
 	if (max_jobs < 0)
 		ereport(ERROR,
@@ -362,6 +364,13 @@ zim_pin_run_jobs(PG_FUNCTION_ARGS)
 				 errmsg("max_jobs must not be negative")));
 	if (max_jobs > 0)
 		ZimCheckConfigured();
+
+	/*
+	 * Send with the server's timeouts and retries: this function is
+	 * SECURITY DEFINER, and a caller who may only run the queue must not
+	 * spend its jobs' attempts with a 1 ms timeout of its own.
+	 */
+	guc_level = ZimUseServerSendSettings();
 
 	batch.cxt = AllocSetContextCreate(CurrentMemoryContext, "zim_pin job batch",
 									  ALLOCSET_DEFAULT_SIZES);
@@ -391,5 +400,6 @@ zim_pin_run_jobs(PG_FUNCTION_ARGS)
 	if (schema != NULL)
 		(void) ZimJobsPrune(schema, RUN_JOBS_PRUNE);
 	SPI_finish();
+	AtEOXact_GUC(true, guc_level);
 	PG_RETURN_INT32(finished);
 }

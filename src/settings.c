@@ -55,6 +55,20 @@ int			zim_job_max_attempts = 10;
 int			zim_job_retention_min = 7 * 24 * 60;
 int			zim_job_lease_s = 600;
 
+/*
+ * The server's own values of the settings that say how a request is sent:
+ * what the configuration file (or ALTER SYSTEM), the postmaster's command
+ * line or the default gives, never a session's, a role's, a database's or
+ * a client's.  The check hooks note every value they pass from those
+ * sources: the postmaster's at start and at each reload, inherited by every
+ * backend it starts, then each backend's own reloads.  The worker and
+ * zim_pin_run_jobs send with these (ZimUseServerSendSettings), so nobody
+ * who may merely run the queue decides how it sends.
+ */
+static int	server_connect_timeout_ms = 5000;
+static int	server_timeout_ms = 10000;
+static int	server_max_retries = 3;
+
 /* the GUC variables of the two settings whose real value lives in "extra" */
 static char *app_id_string = NULL;
 static char *secret_string = NULL;
@@ -117,8 +131,42 @@ assign_app_id(const char *newval, void *extra)
 }
 
 /*
- * zim_pin.server_secret: never fails (a failed check would print the value
- * in "invalid value for parameter"); moves the value into extra.
+ * Where a secret may come from: the configuration file (ALTER SYSTEM writes
+ * postgresql.auto.conf, which is read as one), or the built-in default.
+ * Every other source stores or shows the value where other roles can read
+ * it: ALTER ROLE/DATABASE ... SET and a function's SET clause keep it in
+ * catalogs every role reads (they are validated as PGC_S_TEST), a client's
+ * startup options and the postmaster's command line are in ps, and a SET
+ * is in the statement log.
+ */
+static bool
+zim_secret_source_ok(GucSource source)
+{
+	return source == PGC_S_DEFAULT || source == PGC_S_DYNAMIC_DEFAULT ||
+		source == PGC_S_FILE;
+}
+
+/*
+ * Refuse *newval without its value ever reaching a message: PostgreSQL's
+ * own "invalid value for parameter" message would quote it, so the hook
+ * gives its own message and wipes the value first.
+ */
+static bool
+zim_refuse_secret(char **newval, const char *msg, const char *detail)
+{
+	explicit_bzero(*newval, strlen(*newval));
+	GUC_check_errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
+	GUC_check_errmsg("%s", msg);
+	if (detail)
+		GUC_check_errdetail("%s", detail);
+	GUC_check_errhint("Set zim_pin.server_secret in postgresql.conf or with ALTER SYSTEM, or use zim_pin.server_secret_file.");
+	return false;
+}
+
+/*
+ * zim_pin.server_secret: moves the value into extra, and refuses it from
+ * any source but the configuration file.  An empty value (no secret) is
+ * accepted from anywhere.
  */
 static bool
 check_server_secret(char **newval, void **extra, GucSource source)
@@ -130,6 +178,11 @@ check_server_secret(char **newval, void **extra, GucSource source)
 	if (len == 0)
 		return true;
 
+	if (!zim_secret_source_ok(source))
+		return zim_refuse_secret(newval,
+								 "zim_pin.server_secret can only be set in the server's configuration file",
+								 "A secret set with SET, ALTER ROLE, ALTER DATABASE, a function's SET clause or connection options could be read by other roles.");
+
 	secret = zim_guc_malloc(len + 1);
 	empty = zim_guc_malloc(1);
 	if (secret == NULL || empty == NULL)
@@ -138,6 +191,10 @@ check_server_secret(char **newval, void **extra, GucSource source)
 			zim_guc_free(secret);
 		if (empty)
 			zim_guc_free(empty);
+		/* the value must not reach the "invalid value" message either */
+		explicit_bzero(*newval, len);
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
 		return false;
 	}
 	memcpy(secret, *newval, len + 1);
@@ -191,6 +248,54 @@ check_api_url(char **newval, void **extra, GucSource source)
 			return false;
 		}
 	}
+	return true;
+}
+
+/*
+ * Set an int setting: with action GUC_ACTION_SAVE for a function's
+ * duration, or (action -1) as an override for the process's life.
+ */
+static void
+zim_set_int(const char *name, int value, int action)
+{
+	char		buf[32];
+
+	snprintf(buf, sizeof(buf), "%d", value);
+	if (action < 0)
+		SetConfigOption(name, buf, PGC_SUSET, PGC_S_OVERRIDE);
+	else
+		(void) set_config_option(name, buf, PGC_SUSET, PGC_S_SESSION,
+								 (GucAction) action, true, 0, false);
+}
+
+/* values from these sources are the server's own */
+static inline bool
+zim_server_source(GucSource source)
+{
+	return source <= PGC_S_ARGV;
+}
+
+static bool
+check_connect_timeout_ms(int *newval, void **extra, GucSource source)
+{
+	if (zim_server_source(source))
+		server_connect_timeout_ms = *newval;
+	return true;
+}
+
+static bool
+check_timeout_ms(int *newval, void **extra, GucSource source)
+{
+	if (zim_server_source(source))
+		server_timeout_ms = *newval;
+	return true;
+}
+
+static bool
+check_max_retries(int *newval, void **extra, GucSource source)
+{
+	if (zim_server_source(source))
+		server_max_retries = *newval;
 	return true;
 }
 
@@ -253,7 +358,7 @@ ZimDefineSettings(void)
 							5000, 1, INT_MAX,
 							PGC_USERSET,
 							GUC_UNIT_MS,
-							NULL, NULL, NULL);
+							check_connect_timeout_ms, NULL, NULL);
 
 	DefineCustomIntVariable("zim_pin.timeout_ms",
 							"Time allowed for one HTTP exchange with the ZIM server.",
@@ -262,7 +367,7 @@ ZimDefineSettings(void)
 							10000, 1, INT_MAX,
 							PGC_USERSET,
 							GUC_UNIT_MS,
-							NULL, NULL, NULL);
+							check_timeout_ms, NULL, NULL);
 
 	DefineCustomIntVariable("zim_pin.max_retries",
 							"Retries of one request after a transient failure.",
@@ -271,7 +376,7 @@ ZimDefineSettings(void)
 							3, 0, 10,
 							PGC_USERSET,
 							0,
-							NULL, NULL, NULL);
+							check_max_retries, NULL, NULL);
 
 	DefineCustomIntVariable("zim_pin.requests_per_second",
 							"Most requests sent per Action in any one-second window.",
@@ -332,12 +437,43 @@ ZimDefineSettings(void)
 	MarkGUCPrefixReserved("zim_pin");
 }
 
+/*
+ * Make the sending settings the server's own values (see above) until the
+ * returned GUC nest level is closed with AtEOXact_GUC(true, level), or the
+ * (sub)transaction aborts.  For zim_pin_run_jobs, whose caller may have SET
+ * them, or inherited them from ALTER ROLE/DATABASE.
+ */
+int
+ZimUseServerSendSettings(void)
+{
+	int			level = NewGUCNestLevel();
+
+	zim_set_int("zim_pin.connect_timeout_ms", server_connect_timeout_ms, GUC_ACTION_SAVE);
+	zim_set_int("zim_pin.timeout_ms", server_timeout_ms, GUC_ACTION_SAVE);
+	zim_set_int("zim_pin.max_retries", server_max_retries, GUC_ACTION_SAVE);
+	return level;
+}
+
+/*
+ * The same for the worker, for as long as it runs (until its next reload,
+ * when it calls this again): the database's owner may have set them with
+ * ALTER DATABASE ... SET.
+ */
+void
+ZimForceServerSendSettings(void)
+{
+	zim_set_int("zim_pin.connect_timeout_ms", server_connect_timeout_ms, -1);
+	zim_set_int("zim_pin.timeout_ms", server_timeout_ms, -1);
+	zim_set_int("zim_pin.max_retries", server_max_retries, -1);
+}
+
 /* what is wrong with the configuration, for ZimCheckConfigured */
 typedef struct ConfigProblem
 {
 	const char *message;
 	const char *detail;
 	const char *hint;
+	const char *log_detail;		/* for the server log only (the file's path) */
 } ConfigProblem;
 
 #define HINT_SECRET \
@@ -346,7 +482,8 @@ typedef struct ConfigProblem
 /*
  * Read the first line of zim_pin.server_secret_file into file_secret.
  * Returns false and fills *p if it cannot be used.  Never puts any of the
- * file's content in a message.
+ * file's content in a message, and its path only in the server log: the
+ * setting is superuser-only, and the messages reach whoever called.
  */
 static bool
 zim_read_secret_file(ConfigProblem *p)
@@ -357,23 +494,24 @@ zim_read_secret_file(ConfigProblem *p)
 	char	   *eol;
 
 	explicit_bzero(file_secret, sizeof(file_secret));
+	p->log_detail = psprintf("The file is \"%s\".", secret_file);
 	fd = open(secret_file, O_RDONLY | PG_BINARY, 0);
 	if (fd < 0)
 	{
-		p->message = psprintf("could not open secret file \"%s\": %m", secret_file);
+		p->message = psprintf("could not open the file named by zim_pin.server_secret_file: %m");
 		p->hint = "Check zim_pin.server_secret_file: the file must be readable by the database server.";
 		return false;
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
 	{
 		close(fd);
-		p->message = psprintf("secret file \"%s\" is not a regular file", secret_file);
+		p->message = "the file named by zim_pin.server_secret_file is not a regular file";
 		return false;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO))
 	{
 		close(fd);
-		p->message = psprintf("secret file \"%s\" has group or world access", secret_file);
+		p->message = "the file named by zim_pin.server_secret_file has group or world access";
 		p->detail = "The file must have permissions u=rw (0600) or less, like ssl_key_file.";
 		p->hint = "Run chmod 600 on the file.";
 		return false;
@@ -382,7 +520,7 @@ zim_read_secret_file(ConfigProblem *p)
 	close(fd);
 	if (n < 0)
 	{
-		p->message = psprintf("could not read secret file \"%s\": %m", secret_file);
+		p->message = psprintf("could not read the file named by zim_pin.server_secret_file: %m");
 		return false;
 	}
 	file_secret[n] = '\0';
@@ -390,7 +528,7 @@ zim_read_secret_file(ConfigProblem *p)
 		*eol = '\0';
 	if (file_secret[0] == '\0')
 	{
-		p->message = psprintf("secret file \"%s\" is empty", secret_file);
+		p->message = "the file named by zim_pin.server_secret_file is empty";
 		p->detail = "Its first line must be the ServerSecret.";
 		return false;
 	}
@@ -448,7 +586,8 @@ ZimCheckConfigured(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg_internal("%s", p.message),
 				 p.detail ? errdetail_internal("%s", p.detail) : 0,
-				 p.hint ? errhint("%s", p.hint) : 0));
+				 p.hint ? errhint("%s", p.hint) : 0,
+				 p.log_detail ? errdetail_log("%s", p.log_detail) : 0));
 }
 
 /* the same check, without raising (the worker waits instead) */

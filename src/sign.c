@@ -50,20 +50,25 @@ void
 ZimSignature(uint32 app_id, const char *nonce, const char *secret,
 			 int64 timestamp, char *out_hex)
 {
-	StringInfoData input;
+	/*
+	 * The input holds the secret: one buffer of the exact size, so that no
+	 * copy is left behind by a buffer that grows (as a StringInfo's does),
+	 * wiped before it is freed.
+	 */
+	size_t		size = 10 + strlen(nonce) + strlen(secret) + 20 + 1;
+	char	   *input = palloc(size);
+	int			len;
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int digest_len = 0;
 	int			ok;
 
-	initStringInfo(&input);
-	appendStringInfo(&input, "%u%s%s" INT64_FORMAT,
-					 app_id, nonce, secret, timestamp);
+	len = snprintf(input, size, "%u%s%s" INT64_FORMAT,
+				   app_id, nonce, secret, timestamp);
+	ok = len > 0 && (size_t) len < size &&
+		EVP_Digest(input, len, digest, &digest_len, EVP_md5(), NULL);
 
-	ok = EVP_Digest(input.data, input.len, digest, &digest_len,
-					EVP_md5(), NULL);
-
-	explicit_bzero(input.data, input.maxlen);
-	pfree(input.data);
+	explicit_bzero(input, size);
+	pfree(input);
 
 	if (!ok || digest_len != 16)
 		ereport(ERROR,

@@ -287,6 +287,55 @@ zim_worker_at_exit(int code, Datum arg)
 		SetLatch(&GetPGProcByNumber(launcher)->procLatch);
 }
 
+/*
+ * Settings that ALTER DATABASE/ROLE ... SET may give the worker, and the
+ * values it runs with instead: a database owner must not be able to make
+ * its transactions time out, fail as read-only or serializable, or change
+ * how it sends.  The worker must also still be the superuser it connected
+ * as: "role" set for the database would make it run as another; it then
+ * refuses to run (the launcher tries again with a growing delay).
+ */
+static const struct
+{
+	const char *name;
+	const char *value;
+}			worker_settings[] =
+{
+	{"statement_timeout", "0"},
+	{"lock_timeout", "0"},
+	{"idle_in_transaction_session_timeout", "0"},
+	{"idle_session_timeout", "0"},
+	{"default_transaction_read_only", "off"},
+	{"default_transaction_isolation", "read committed"},
+	{"default_transaction_deferrable", "off"},
+	{"standard_conforming_strings", "on"},
+	{"transform_null_equals", "off"},
+	{"array_nulls", "on"},
+};
+
+static void
+zim_worker_own_settings(void)
+{
+	bool		is_super;
+
+	/* the catalogs are read in a transaction */
+	StartTransactionCommand();
+	is_super = superuser() && GetUserId() == GetSessionUserId();
+	if (!is_super)
+		ereport(FATAL,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("zim_pin worker refuses to run as role \"%s\" in database \"%s\"",
+						GetUserNameFromId(GetUserId(), false), zim_worker_database),
+				 errdetail("The worker must run as the superuser it connected as; a \"role\" setting of the database or of that user changed it."),
+				 errhint("Remove it with ALTER DATABASE ... RESET role.")));
+	CommitTransactionCommand();
+	for (size_t i = 0; i < lengthof(worker_settings); i++)
+		SetConfigOption(worker_settings[i].name, worker_settings[i].value,
+						PGC_SUSET, PGC_S_OVERRIDE);
+	ZIM_WORKER_COMPAT_SETTINGS();
+	ZimForceServerSendSettings();
+}
+
 /* reload the configuration if asked; clear the wake-up flag */
 static void
 zim_worker_refresh(void)
@@ -296,6 +345,7 @@ zim_worker_refresh(void)
 	{
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
+		ZimForceServerSendSettings();
 	}
 	ZimShmemLock();
 	ZimShmemQueue()->work_pending = false;
@@ -377,6 +427,7 @@ zim_pin_worker_main(Datum arg)
 	 * through it.
 	 */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	zim_worker_own_settings();
 
 	ZimShmemLock();
 	ZimShmemQueue()->worker_connects++;

@@ -120,6 +120,8 @@ extern int	zim_job_lease_s;
 extern void ZimDefineSettings(void);
 extern void ZimCheckConfigured(void);
 extern bool ZimIsConfigured(void);
+extern int	ZimUseServerSendSettings(void);
+extern void ZimForceServerSendSettings(void);
 extern uint32 ZimAppId(void);
 extern const char *ZimServerSecret(void);
 extern const char *ZimRedact(const char *text);

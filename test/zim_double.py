@@ -41,7 +41,10 @@ Test controls
 reset   ``{}``: forget users, pins, conversations, nonces, the request log,
         pending faults and counters; restore LatencyMs 0 and the command-line
         RateLimit and MaxConvs. Open connections stay open.
-config  ``{"LatencyMs"?, "RateLimit"?, "MaxConvs"?}``.
+config  ``{"LatencyMs"?, "RateLimit"?, "MaxConvs"?, "SecretRotated"?}``;
+        SecretRotated true makes every Action but the test controls expect
+        another secret (as if it were changed in the console): clients then
+        get 100000005, without anyone setting a wrong secret in a session.
 fault   ``{"Fault": kind, "Count"?: 1, "Action"?: filter, "Match"?: substring of
         the body, "Code"?, "Message"?, "Ms"?}``
         appends a fault; ``{"Fault": "clear"}`` empties the queue. Kinds:
@@ -255,6 +258,7 @@ class State:
         self.latency_ms: float = 0
         self.rate_limit = self.default_rate_limit
         self.max_convs = self.default_max_convs
+        self.secret_rotated = False                   # see ctl_config
 
     def new_connection(self) -> int:
         with self.lock:
@@ -421,6 +425,9 @@ def ctl_reset(st: State, body: dict) -> tuple[bool, dict]:
 
 def ctl_config(st: State, body: dict) -> tuple[bool, dict]:
     lat, rate, maxc = body.get("LatencyMs"), body.get("RateLimit"), body.get("MaxConvs")
+    rotated = body.get("SecretRotated")
+    if rotated is not None and not isinstance(rotated, bool):
+        return False, whole_call(2)
     if ((lat is not None and (not is_number(lat) or lat < 0))
             or (rate is not None and (not is_int(rate) or rate < 0))
             or (maxc is not None and (not is_int(maxc) or maxc < 1))):
@@ -432,6 +439,8 @@ def ctl_config(st: State, body: dict) -> tuple[bool, dict]:
             st.rate_limit = rate
         if maxc is not None:
             st.max_convs = maxc
+        if rotated is not None:
+            st.secret_rotated = rotated
     return True, whole_call(0)
 
 
@@ -765,6 +774,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(resp)
         self.log_line(t0, 200, resp["Code"], entry and entry["Fault"])
 
+    def expected_secret(self, action: str) -> str:
+        """The secret a request must be signed with: after SecretRotated, the
+        console's new one for every Action but the test controls."""
+        srv = self.server
+        if srv.state.secret_rotated and not action.startswith("Test"):
+            return "rotated-" + srv.secret
+        return srv.secret
+
     def gateway(self, params: dict, action: str, nonce: str, reused: bool,
                 body: dict | None) -> dict | None:
         """The vendor gateway's checks, in order. None: the request passes."""
@@ -791,7 +808,7 @@ class Handler(BaseHTTPRequestHandler):
             code = 100000014
         elif abs(time.time() - int(ts)) > TIMESTAMP_TOLERANCE:
             code = 100000004
-        elif not hmac.compare_digest(sig.encode(), sign(app_id, nonce, srv.secret, ts).encode()):
+        elif not hmac.compare_digest(sig.encode(), sign(app_id, nonce, self.expected_secret(action), ts).encode()):
             code = 100000005
         elif not NONCE_RE.fullmatch(nonce) or reused:
             code = 3

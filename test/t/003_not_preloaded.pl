@@ -90,9 +90,11 @@ like($err, qr/ERROR:  55000: zim_pin.server_secret and zim_pin.server_secret_fil
 
 chmod 0640, $file;
 $err = call_error("zim_pin.server_secret = ''\n");
-like($err, qr/ERROR:  55000: secret file "\Q$file\E" has group or world access/,
-	'a secret file that the group may read is refused, naming the file');
-unlike($err, qr/\Q$secret\E/, '... but not its contents');
+like($err, qr/ERROR:  55000: the file named by zim_pin.server_secret_file has group or world access/,
+	'a secret file that the group may read is refused');
+unlike($err, qr/\Q$secret\E/, '... without its contents');
+unlike($err, qr/\Q$file\E/, '... and without its path, which only superusers may see');
+ok($node->log_contains(qr/DETAIL:  The file is "\Q$file\E"/), '... which the server log names');
 chmod 0600, $file;
 
 ($ret, $out, $err) = $node->psql('postgres', q{SELECT count(*) FROM zim_conv_pinned('l_a', ARRAY['l_c'], 0, false)});
