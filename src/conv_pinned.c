@@ -151,12 +151,22 @@ ZimConvPinnedReadArgs(FunctionCallInfo fcinfo, bool one_type,
 		char	   *id = TextDatumGetCString(ids[i]);
 		size_t		len = strlen(id);
 
+		/*
+		 * The wire is UTF-8: convert now, so that an id the database's
+		 * encoding cannot give in UTF-8 (any non-ASCII byte in SQL_ASCII,
+		 * an unmapped one in WIN1252) is refused here, with PostgreSQL's
+		 * own SQLSTATE, before anything is sent or queued, and measure what
+		 * will be sent.
+		 */
+		if (len > 0 && GetDatabaseEncoding() != PG_UTF8)
+			len = strlen(pg_server_to_any(id, len, PG_UTF8));
+
 		if (len == 0 || len > ZIM_MAX_ID_LEN)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 len == 0
 					 ? errmsg("conversation id must not be empty")
-					 : errmsg("conversation id must not be longer than %d bytes",
+					 : errmsg("conversation id must not be longer than %d bytes in UTF-8",
 							  ZIM_MAX_ID_LEN),
 					 errdetail("Element %d of conv_ids.", i + 1)));
 		(*convs)[i].id = id;

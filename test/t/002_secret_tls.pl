@@ -36,9 +36,9 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM zim_conv_pinned('s_a', AR
 ($ret, $out, $err) = $node->psql('postgres', q{
 	\set VERBOSITY verbose
 	\set SHOW_CONTEXT always
-	SET zim_pin.server_secret = 'wrong-secret-value';
+	SELECT double('Config', '{"SecretRotated": true}');
 	SELECT * FROM zim_conv_pinned('s_a', ARRAY['s_b'], 0, true);
-	RESET zim_pin.server_secret;
+	SELECT double('Config', '{"SecretRotated": false}');
 	SELECT * FROM zim_conv_pinned('nobody', ARRAY['s_b'], 0, true);
 	SET zim_pin.api_url = 'https://127.0.0.1:1/';
 	SET zim_pin.max_retries = 0;
