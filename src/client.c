@@ -384,15 +384,24 @@ ZimSendRequests(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int
 /*
  * Did a request fail in a way that a later attempt may cure?  For a
  * request FAILED without an answer, or ANSWERED with a Code the caller
- * treats as a failure (idempotent policy).
+ * treats as a failure (idempotent policy).  The same judgement as a call's
+ * own retries: the network and HTTP 5xx may pass; a certificate, an
+ * oversize answer, HTTP 4xx and an answer that is no ZIM answer persist.
  */
 bool
 ZimRequestTransient(const ZimRequest *req)
 {
 	if (req->state == ZIM_REQ_FAILED)
-		return req->failure != ZIM_FAIL_TRANSPORT ||
-			(req->http.status != ZIM_HTTP_TLS_FAILED &&
-			 req->http.status != ZIM_HTTP_TOO_LARGE);
+		switch (req->failure)
+		{
+			case ZIM_FAIL_TRANSPORT:
+				return req->http.status != ZIM_HTTP_TLS_FAILED &&
+					req->http.status != ZIM_HTTP_TOO_LARGE;
+			case ZIM_FAIL_HTTP_STATUS:
+				return req->http.http_code >= 500;
+			case ZIM_FAIL_BAD_ANSWER:
+				return false;
+		}
 	return ZimCodeIsRetryable(req->response.code, ZIM_RETRY_IDEMPOTENT);
 }
 

@@ -24,6 +24,7 @@
  */
 #include "zim_pin.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
@@ -179,6 +180,65 @@ ZimConvPinnedReadArgs(FunctionCallInfo fcinfo, bool one_type,
 		}
 	}
 	return n_ids;
+}
+
+/*
+ * How many bytes id takes in UTF-8, the wire's encoding, or -1 if the
+ * database's encoding cannot give it in UTF-8.  Never raises: the queue
+ * checks stored rows with it.
+ */
+static int
+zim_utf8_len(const char *id, int len)
+{
+	int			enc = GetDatabaseEncoding();
+	unsigned char *out;
+	int			done;
+
+	/* SQL_ASCII's bytes go out as they are: they must be UTF-8 already */
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return pg_verify_mbstr(PG_UTF8, id, len, true) ? len : -1;
+	if (!pg_verify_mbstr(enc, id, len, true))
+		return -1;
+	out = palloc((Size) len * MAX_CONVERSION_GROWTH + 1);
+	done = pg_do_encoding_conversion_buf(FindDefaultConversionProc(enc, PG_UTF8),
+										 enc, PG_UTF8, (unsigned char *) id, len,
+										 out, len * MAX_CONVERSION_GROWTH + 1, true);
+	len = done == len ? (int) strlen((char *) out) : -1;
+	pfree(out);
+	return len;
+}
+
+/*
+ * What makes a stored job impossible to send, as "SQLSTATE: message", or
+ * NULL if it can be sent.  A job stored by zim_conv_pinned_enqueue always
+ * can; one inserted by hand or restored from elsewhere may not, and the
+ * queue then fails it alone instead of failing its whole claim.  The
+ * checks are those of ZimConvPinnedReadArgs, without raising.
+ */
+const char *
+ZimConvPinnedStoredProblem(const char *from_user_id, const ZimConv *convs, int n)
+{
+	size_t		len = strlen(from_user_id);
+
+	if (len == 0 || len > ZIM_MAX_ID_LEN || strspn(from_user_id, user_id_chars) != len)
+		return "22023: from_user_id is not a user id ZIM accepts";
+	for (int i = 0; i < n; i++)
+	{
+		int			utf8;
+
+		if (convs[i].id == NULL)
+			return psprintf("22004: element %d of conv_ids is null", i + 1);
+		if (convs[i].type != 0 && convs[i].type != 2)
+			return psprintf("22023: element %d of conv_types is %d, not 0 or 2", i + 1,
+							convs[i].type);
+		utf8 = zim_utf8_len(convs[i].id, strlen(convs[i].id));
+		if (utf8 < 0)
+			return psprintf("22021: element %d of conv_ids cannot be converted to UTF-8", i + 1);
+		if (utf8 == 0 || utf8 > ZIM_MAX_ID_LEN)
+			return psprintf("22023: element %d of conv_ids is empty or longer than %d bytes in UTF-8",
+							i + 1, ZIM_MAX_ID_LEN);
+	}
+	return NULL;
 }
 
 /* the body of one ConvPinned request, in UTF-8 */

@@ -40,8 +40,13 @@
  */
 #include "zim_pin.h"
 
+#include <float.h>
+
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -59,6 +64,8 @@
 /* a merged group holds at most this many jobs, and conversations for this many requests */
 #define GROUP_MAX_JOBS		200
 #define GROUP_MAX_REQUESTS	10
+/* a claim takes on about this many requests (10 s at the vendor's 20/s) */
+#define CLAIM_MAX_REQUESTS	200
 
 /* job retries: first delay, doubled, capped */
 #define JOB_BACKOFF_BASE_MS	1000
@@ -116,34 +123,6 @@ zim_spi_exec(const char *sql, int nargs, Oid *types, Datum *args, const char *nu
 		elog(ERROR, "zim_pin queue statement failed: %s", SPI_result_code_string(rc));
 }
 
-/* one row (job_id, from_user_id, conv_ids, conv_types, pinned, attempts) as a ZimJob */
-static void
-zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
-{
-	bool		isnull;
-	Datum	   *ids;
-	Datum	   *types;
-	int			n_ids;
-	int			n_types;
-
-	memset(job, 0, sizeof(*job));
-	job->job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	job->from_user_id = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 3, &isnull)),
-					  TEXTOID, -1, false, TYPALIGN_INT, &ids, NULL, &n_ids);
-	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 4, &isnull)),
-					  INT4OID, 4, true, TYPALIGN_INT, &types, NULL, &n_types);
-	job->pinned = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
-	job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
-	job->n = Min(n_ids, n_types);
-	job->convs = palloc(sizeof(ZimConv) * Max(job->n, 1));
-	for (int k = 0; k < job->n; k++)
-	{
-		job->convs[k].id = TextDatumGetCString(ids[k]);
-		job->convs[k].type = DatumGetInt32(types[k]);
-	}
-}
-
 static int
 zim_job_by_id(const void *a, const void *b)
 {
@@ -154,39 +133,174 @@ zim_job_by_id(const void *a, const void *b)
 }
 
 /*
+ * A claimer's liveness.  Every runner holds, while it holds claims, a lock
+ * only C code can take: an advisory lock tag whose fourth field is
+ * RUNNER_LOCK_KIND, where pg_advisory_lock() and its kin always use 1 or
+ * 2.  A claim whose claimer no longer holds it is a dead runner's.  The
+ * lock manager is read afresh at each look (pg_lock_status()), where
+ * pg_stat_activity would be read once per transaction and miss a runner
+ * that started since.  A row changed by another runner since the
+ * statement's snapshot is looked at again, with its new claimer, once it
+ * is locked: so a claimer that came after the snapshot is seen too.
+ */
+#define RUNNER_LOCK_CLASS	0x7A50696E	/* "zPin" */
+#define RUNNER_LOCK_KIND	7
+
+static void
+zim_runner_locktag(LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, RUNNER_LOCK_CLASS, (uint32) MyProcPid,
+						 RUNNER_LOCK_KIND);
+}
+
+/*
+ * Take this runner's liveness lock: for the session (the worker, whose
+ * claims outlive its transactions) or for the transaction
+ * (zim_pin_run_jobs, whose claims never do).  No one else can hold it.
+ */
+void
+ZimJobsHoldRunnerLock(bool session)
+{
+	LOCKTAG		tag;
+
+	zim_runner_locktag(&tag);
+	if (LockAcquire(&tag, ExclusiveLock, session, true) == LOCKACQUIRE_NOT_AVAIL)
+		elog(ERROR, "zim_pin runner lock of process %d is held by another process",
+			 MyProcPid);
+}
+
+/* SQL that is true if the claimer pid_expr (an integer) still runs */
+static char *
+zim_alive_sql(const char *pid_expr)
+{
+	return psprintf("EXISTS (SELECT 1 FROM pg_catalog.pg_lock_status() l"
+					" WHERE l.locktype " EQ " 'advisory'::pg_catalog.text"
+					"   AND l.database " EQ " '%u'::pg_catalog.oid"
+					"   AND l.classid " EQ " '%u'::pg_catalog.oid"
+					"   AND l.objid " EQ " %s::pg_catalog.oid"
+					"   AND l.objsubid " EQ " '%d'::pg_catalog.int2 AND l.granted)",
+					MyDatabaseId, (uint32) RUNNER_LOCK_CLASS, pid_expr, RUNNER_LOCK_KIND);
+}
+
+/* SQL that is true if row r (an alias) may be claimed now, by its lease */
+static char *
+zim_free_sql(const char *r)
+{
+	return psprintf("(%1$s.claimed_by IS NULL"
+					" OR %1$s.claimed_until " LT " pg_catalog.clock_timestamp()"
+					" OR NOT %2$s)",
+					r, zim_alive_sql(psprintf("%s.claimed_by", r)));
+}
+
+/*
+ * One row (job_id, from_user_id, conv_ids, conv_types, pinned, attempts)
+ * as a ZimJob.  A row that cannot be sent (a null element, arrays of
+ * different lengths, an id not valid in UTF-8: inserted by hand, or
+ * restored) gets a poison reason, and will fail alone.
+ */
+static void
+zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
+{
+	bool		isnull;
+	Datum	   *ids;
+	Datum	   *types;
+	bool	   *id_nulls;
+	bool	   *type_nulls;
+	int			n_ids;
+	int			n_types;
+
+	memset(job, 0, sizeof(*job));
+	job->job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	job->from_user_id = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 3, &isnull)),
+					  TEXTOID, -1, false, TYPALIGN_INT, &ids, &id_nulls, &n_ids);
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 4, &isnull)),
+					  INT4OID, 4, true, TYPALIGN_INT, &types, &type_nulls, &n_types);
+	job->pinned = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	job->n = Min(n_ids, n_types);
+	job->convs = palloc(sizeof(ZimConv) * Max(job->n, 1));
+	for (int k = 0; k < job->n; k++)
+	{
+		job->convs[k].id = id_nulls[k] || type_nulls[k] ? NULL : TextDatumGetCString(ids[k]);
+		job->convs[k].type = type_nulls[k] ? 0 : DatumGetInt32(types[k]);
+		if (job->poison == NULL && (id_nulls[k] || type_nulls[k]))
+			job->poison = psprintf("22004: element %d of %s is null", k + 1,
+								   id_nulls[k] ? "conv_ids" : "conv_types");
+	}
+	if (job->poison == NULL && n_ids != n_types)
+		job->poison = psprintf("22023: conv_ids has %d elements and conv_types has %d",
+							   n_ids, n_types);
+	if (job->poison == NULL)
+		job->poison = ZimConvPinnedStoredProblem(job->from_user_id, job->convs, job->n);
+}
+
+/* the number of requests a claim may take on (at least one job) */
+static int
+zim_claim_conv_budget(void)
+{
+	return CLAIM_MAX_REQUESTS * zim_max_convs_per_request;
+}
+
+/*
  * Step 1 of a claim: due jobs that head their user's queue, never one of
- * the calling transaction's own (own ids, or rows it inserted); they come
- * back sorted, in heads (batch->cxt).
+ * the calling transaction's own (own ids, or rows it inserted, in any of
+ * its subtransactions), as long as they fit in the claim's budget of
+ * requests (at least one).  Claims them; they come back in job order, in
+ * heads (batch->cxt).
  */
 static int
-zim_claim_heads(ZimJobBatch *batch, int max_heads, Datum own, ZimJob **heads)
+zim_claim_heads(ZimJobBatch *batch, int max_heads, Datum own, ZimJob **heads, int *convs)
 {
-	Oid			types[3] = {INT4OID, INT8ARRAYOID, TIMESTAMPTZOID};
-	Datum		args[3] = {Int32GetDatum(max_heads), own, TimestampTzGetDatum(batch->lease)};
+	Oid			types[2] = {INT4OID, INT8ARRAYOID};
+	Datum		args[2] = {Int32GetDatum(max_heads), own};
+	Oid			utypes[2] = {INT8ARRAYOID, TIMESTAMPTZOID};
+	Datum		uargs[2];
+	Datum	   *ids;
+	int			n = 0;
 	MemoryContext old;
-	int			n;
 
-	zim_spi_exec(psprintf("WITH heads AS ("
-						  " SELECT j.job_id FROM %1$s.zim_pin_job j"
+	/* lock the candidates */
+	zim_spi_exec(psprintf("SELECT j.job_id, j.xmin, pg_catalog.cardinality(j.conv_ids)"
+						  " FROM %1$s.zim_pin_job j"
 						  " WHERE j.state " EQ " 'pending'::pg_catalog.text"
 						  "  AND j.next_attempt_at " LE " pg_catalog.clock_timestamp()"
-						  "  AND (j.claimed_by IS NULL OR j.claimed_until " LT " pg_catalog.clock_timestamp()"
-						  "       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(j.claimed_by)))"
+						  "  AND %2$s"
 						  "  AND NOT EXISTS (SELECT 1 FROM %1$s.zim_pin_job e"
 						  "                  WHERE e.from_user_id " EQ " j.from_user_id"
 						  "                    AND e.state " EQ " 'pending'::pg_catalog.text"
 						  "                    AND e.job_id " LT " j.job_id)"
 						  "  AND NOT (j.job_id " EQ " ANY ($2))"
-						  "  AND (pg_catalog.pg_current_xact_id_if_assigned() IS NULL"
-						  "       OR NOT (j.xmin " EQ " pg_catalog.xid(pg_catalog.pg_current_xact_id_if_assigned())))"
-						  " ORDER BY j.job_id LIMIT $1 FOR UPDATE OF j SKIP LOCKED)"
-						  " UPDATE %1$s.zim_pin_job j"
-						  " SET claimed_by = pg_catalog.pg_backend_pid(), claimed_until = $3,"
+						  " ORDER BY j.job_id LIMIT $1 FOR UPDATE OF j SKIP LOCKED",
+						  batch->schema, zim_free_sql("j")), 2, types, args, NULL);
+
+	/* the calling transaction's own rows are not committed: never those */
+	ids = palloc(sizeof(Datum) * Max(SPI_processed, 1));
+	*convs = 0;
+	for (uint64 r = 0; r < SPI_processed && (n == 0 || *convs < zim_claim_conv_budget()); r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		bool		isnull;
+		TransactionId xmin = DatumGetTransactionId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		Datum		card = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull);
+
+		if (TransactionIdIsCurrentTransactionId(xmin))
+			continue;
+		ids[n++] = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
+		*convs += isnull ? 0 : DatumGetInt32(card);
+	}
+	if (n == 0)
+		return 0;
+
+	uargs[0] = ZimJobsArray(ids, NULL, n, INT8OID);
+	uargs[1] = TimestampTzGetDatum(batch->lease);
+	zim_spi_exec(psprintf("UPDATE %s.zim_pin_job j"
+						  " SET claimed_by = pg_catalog.pg_backend_pid(), claimed_until = $2,"
 						  "     attempts = j.attempts " PLUS " 1"
-						  " FROM heads WHERE j.job_id " EQ " heads.job_id"
+						  " WHERE j.job_id " EQ " ANY ($1)"
 						  " RETURNING j.job_id, j.from_user_id, j.conv_ids, j.conv_types,"
-						  "           j.pinned, j.attempts",
-						  batch->schema), 3, types, args, NULL);
+						  "           j.pinned, j.attempts", batch->schema),
+				 2, utypes, uargs, NULL);
 	n = (int) SPI_processed;
 	old = MemoryContextSwitchTo(batch->cxt);
 	*heads = palloc(sizeof(ZimJob) * Max(n, 1));
@@ -199,9 +313,10 @@ zim_claim_heads(ZimJobBatch *batch, int max_heads, Datum own, ZimJob **heads)
 
 /*
  * Step 2: behind each head, the user's next pending jobs (up to
- * GROUP_MAX_JOBS - 1), each with whether this runner may take it now.
- * Leaves them in SPI_tuptable, ordered by head, then job; column 7 is the
- * head's index, column 8 "takeable".
+ * GROUP_MAX_JOBS - 1), each with whether this runner may take it now and
+ * its claim token as read.  Leaves them in SPI_tuptable, ordered by head,
+ * then job: columns 1-6 as zim_job_from_tuple reads them, 7 the head's
+ * index, 8 "takeable" by its lease and time, 9 xmin, 10-11 the token.
  */
 static void
 zim_claim_followers_read(ZimJobBatch *batch, ZimJob *heads, int n_heads, Datum own)
@@ -221,93 +336,220 @@ zim_claim_followers_read(ZimJobBatch *batch, ZimJob *heads, int n_heads, Datum o
 	args[2] = own;
 	args[3] = Int32GetDatum(GROUP_MAX_JOBS - 1);
 	zim_spi_exec(psprintf("SELECT f.job_id, f.from_user_id, f.conv_ids, f.conv_types, f.pinned,"
-						  "       f.attempts, h.ord, f.takeable"
+						  "       f.attempts, h.ord, f.takeable, f.xmin, f.claimed_by, f.claimed_until"
 						  " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY"
 						  "      AS h(user_id, head_id, ord)"
 						  " CROSS JOIN LATERAL ("
 						  "  SELECT e.job_id, e.from_user_id, e.conv_ids, e.conv_types, e.pinned,"
 						  "         e.attempts " PLUS " 1 AS attempts,"
 						  "         (e.next_attempt_at " LE " pg_catalog.clock_timestamp()"
-						  "          AND (e.claimed_by IS NULL OR e.claimed_until " LT " pg_catalog.clock_timestamp()"
-						  "               OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(e.claimed_by)))"
-						  "          AND NOT (e.job_id " EQ " ANY ($3))"
-						  "          AND (pg_catalog.pg_current_xact_id_if_assigned() IS NULL"
-						  "               OR NOT (e.xmin " EQ " pg_catalog.xid(pg_catalog.pg_current_xact_id_if_assigned()))))"
-						  "           AS takeable"
-						  "  FROM %s.zim_pin_job e"
+						  "          AND %2$s AND NOT (e.job_id " EQ " ANY ($3))) AS takeable,"
+						  "         e.xmin, e.claimed_by, e.claimed_until"
+						  "  FROM %1$s.zim_pin_job e"
 						  "  WHERE e.from_user_id " EQ " h.user_id"
 						  "    AND e.state " EQ " 'pending'::pg_catalog.text AND e.job_id " GT " h.head_id"
 						  "  ORDER BY e.job_id LIMIT $4) f"
-						  " ORDER BY h.ord, f.job_id", batch->schema),
+						  " ORDER BY h.ord, f.job_id", batch->schema, zim_free_sql("e")),
 				 4, types, args, NULL);
 }
 
+/* a follower a group would take, with its claim token as read */
+typedef struct Follower
+{
+	ZimJob		job;
+	int			group;			/* its head's index */
+	Datum		claimed_by;		/* (Datum) 0 and null: none */
+	bool		by_null;
+	Datum		claimed_until;
+	bool		until_null;
+	bool		got;
+} Follower;
+
 /*
- * Step 3: claim the followers chosen, in ids; returns how many it got,
- * and gives back any it got past one it did not (a row changed meanwhile).
+ * Step 3: from the rows of step 2, the followers each group would take:
+ * the user's next jobs in order, while each is takeable and the group and
+ * the claim stay within their bounds.  Returns how many, in *out.
  */
 static int
-zim_claim_followers(ZimJobBatch *batch, Datum *ids, int n)
+zim_claim_followers_choose(ZimJob *heads, int n_heads, int max_jobs, int convs,
+						   Follower **out)
+{
+	SPITupleTable *tt = SPI_tuptable;
+	Follower   *fs = palloc0(sizeof(Follower) * Max(SPI_processed, 1));
+	int			n = 0;
+	int			n_jobs = n_heads;
+	int			group_convs = 0;
+	bool		open = false;
+	int			cur = -1;
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = tt->vals[r];
+		bool		isnull;
+		int			ord = (int) DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 7, &isnull)) - 1;
+		TransactionId xmin;
+		Follower   *f = &fs[n];
+
+		if (ord != cur)
+		{
+			cur = ord;
+			open = true;
+			group_convs = heads[ord].n;
+		}
+		xmin = DatumGetTransactionId(SPI_getbinval(tup, tt->tupdesc, 9, &isnull));
+		if (!open || !DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 8, &isnull)) ||
+			TransactionIdIsCurrentTransactionId(xmin) || n_jobs >= max_jobs)
+		{
+			open = false;		/* behind one it may not take: none */
+			continue;
+		}
+		zim_job_from_tuple(tup, tt->tupdesc, &f->job);
+		if (group_convs + f->job.n > GROUP_MAX_REQUESTS * zim_max_convs_per_request ||
+			convs + f->job.n > zim_claim_conv_budget())
+		{
+			open = false;
+			continue;
+		}
+		group_convs += f->job.n;
+		convs += f->job.n;
+		f->group = ord;
+		f->claimed_by = SPI_getbinval(tup, tt->tupdesc, 10, &f->by_null);
+		f->claimed_until = SPI_getbinval(tup, tt->tupdesc, 11, &f->until_null);
+		n++;
+		n_jobs++;
+	}
+	*out = fs;
+	return n;
+}
+
+/*
+ * Step 4: claim the followers chosen, each only if its claim token is
+ * still the one read (another runner may have claimed it since) and no
+ * one else locks it; marks which it got.
+ */
+static void
+zim_claim_followers(ZimJobBatch *batch, Follower *fs, int n)
+{
+	Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
+	Datum		args[4];
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *by = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *by_null = palloc(sizeof(bool) * Max(n, 1));
+	Datum	   *until = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *until_null = palloc(sizeof(bool) * Max(n, 1));
+
+	if (n == 0)
+		return;
+	for (int i = 0; i < n; i++)
+	{
+		ids[i] = Int64GetDatum(fs[i].job.job_id);
+		by[i] = fs[i].claimed_by;
+		by_null[i] = fs[i].by_null;
+		until[i] = fs[i].claimed_until;
+		until_null[i] = fs[i].until_null;
+	}
+	args[0] = ZimJobsArray(ids, NULL, n, INT8OID);
+	args[1] = ZimJobsArray(by, by_null, n, INT4OID);
+	args[2] = ZimJobsArray(until, until_null, n, TIMESTAMPTZOID);
+	args[3] = TimestampTzGetDatum(batch->lease);
+	zim_spi_exec(psprintf("WITH got AS ("
+						  " SELECT e.job_id FROM %1$s.zim_pin_job e,"
+						  "  ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3))"
+						  "   AS u(job_id, claimed_by, claimed_until)"
+						  " WHERE e.job_id " EQ " u.job_id AND e.state " EQ " 'pending'::pg_catalog.text"
+						  "  AND ((e.claimed_by IS NULL AND u.claimed_by IS NULL)"
+						  "       OR e.claimed_by " EQ " u.claimed_by)"
+						  "  AND ((e.claimed_until IS NULL AND u.claimed_until IS NULL)"
+						  "       OR e.claimed_until " EQ " u.claimed_until)"
+						  " FOR UPDATE OF e SKIP LOCKED)"
+						  " UPDATE %1$s.zim_pin_job j"
+						  " SET claimed_by = pg_catalog.pg_backend_pid(), claimed_until = $4,"
+						  "     attempts = j.attempts " PLUS " 1"
+						  " FROM got WHERE j.job_id " EQ " got.job_id RETURNING j.job_id",
+						  batch->schema), 4, types, args, NULL);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+
+		for (int i = 0; i < n; i++)
+			if (fs[i].job.job_id == id)
+				fs[i].got = true;
+	}
+}
+
+/* give back claimed jobs unsent, their attempt not counted */
+static void
+zim_claim_give_back(ZimJobBatch *batch, Datum *ids, int n)
 {
 	Oid			types[2] = {INT8ARRAYOID, TIMESTAMPTZOID};
 	Datum		args[2] = {ZimJobsArray(ids, NULL, n, INT8OID), TimestampTzGetDatum(batch->lease)};
 
 	if (n == 0)
-		return 0;
+		return;
 	zim_spi_exec(psprintf("UPDATE %s.zim_pin_job"
-						  " SET claimed_by = pg_catalog.pg_backend_pid(), claimed_until = $2,"
-						  "     attempts = attempts " PLUS " 1"
-						  " WHERE job_id " EQ " ANY ($1) AND state " EQ " 'pending'::pg_catalog.text",
+						  " SET attempts = attempts " MINUS " 1, claimed_by = NULL, claimed_until = NULL"
+						  " WHERE job_id " EQ " ANY ($1)"
+						  "   AND claimed_by " EQ " pg_catalog.pg_backend_pid() AND claimed_until " EQ " $2",
 						  batch->schema), 2, types, args, NULL);
-	return (int) SPI_processed;
 }
 
-/* one group: a head and the followers it may take, appended to the batch */
-static void
-zim_claim_group(ZimJobBatch *batch, ZimJob *head, int ord, uint64 *row, int max_jobs,
-				Datum *follower_ids, int *n_follower_ids)
+/* groups with fewer requests first: a huge one does not hold the others up */
+static int
+zim_group_by_size(const void *a, const void *b)
 {
-	SPITupleTable *tt = SPI_tuptable;
-	ZimJobGroup *g = &batch->groups[batch->n_groups++];
-	int			max_convs = GROUP_MAX_REQUESTS * zim_max_convs_per_request;
-	int			convs = head->n;
-	bool		open = true;
+	const ZimJobGroup *x = (const ZimJobGroup *) a;
+	const ZimJobGroup *y = (const ZimJobGroup *) b;
+	int			nx = x->n_unpin_reqs + x->n_pin_reqs;
+	int			ny = y->n_unpin_reqs + y->n_pin_reqs;
 
-	g->first_job = batch->n_jobs;
-	g->n_jobs = 1;
-	batch->jobs[batch->n_jobs++] = *head;
-	for (; *row < SPI_processed; (*row)++)
+	if (nx != ny)
+		return nx < ny ? -1 : 1;
+	return x->first_job - y->first_job;
+}
+
+/*
+ * Put the groups in order of size, and their jobs in the same order, so
+ * that a chunk of groups is a range of jobs; then build the requests.
+ */
+static void
+zim_claim_build(ZimJobBatch *batch)
+{
+	ZimJob	   *jobs = palloc(sizeof(ZimJob) * Max(batch->n_jobs, 1));
+	int			k = 0;
+
+	/* the sizes (only the counts: the requests are built again below) */
+	for (int i = 0; i < batch->n_groups; i++)
 	{
-		HeapTuple	tup = tt->vals[*row];
-		bool		isnull;
-		ZimJob		job;
+		ZimJobGroup *g = &batch->groups[i];
+		int			convs = 0;
 
-		if (DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 7, &isnull)) != ord)
-			break;
-		if (!open || !DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 8, &isnull)) ||
-			batch->n_jobs >= max_jobs)
-		{
-			open = false;		/* behind one it may not take: none */
-			continue;
-		}
-		zim_job_from_tuple(tup, tt->tupdesc, &job);
-		if (convs + job.n > max_convs)
-		{
-			open = false;
-			continue;
-		}
-		convs += job.n;
-		batch->jobs[batch->n_jobs++] = job;
-		g->n_jobs++;
-		follower_ids[(*n_follower_ids)++] = Int64GetDatum(job.job_id);
+		for (int j = g->first_job; j < g->first_job + g->n_jobs; j++)
+			convs += batch->jobs[j].n;
+		g->n_unpin_reqs = ZimConvPinnedRequestCount(convs);
+		g->n_pin_reqs = 0;
 	}
+	qsort(batch->groups, batch->n_groups, sizeof(ZimJobGroup), zim_group_by_size);
+	for (int i = 0; i < batch->n_groups; i++)
+	{
+		ZimJobGroup *g = &batch->groups[i];
+
+		memcpy(&jobs[k], &batch->jobs[g->first_job], sizeof(ZimJob) * g->n_jobs);
+		g->first_job = k;
+		k += g->n_jobs;
+	}
+	batch->jobs = jobs;
+	ZimMergeBuild(batch);
 }
 
 /*
  * Claim due jobs by user into batch (whose cxt the caller set): at most
- * max_heads users, max_jobs jobs; never the jobs in own (the calling
- * transaction's).  Merges each user's jobs and builds the requests.
- * Returns how many jobs; 0 also when the extension is not installed here.
+ * max_heads users, max_jobs jobs and about CLAIM_MAX_REQUESTS requests
+ * (always at least one job); never the jobs in own, nor any other row of
+ * the calling transaction.  Merges each user's jobs and builds the
+ * requests.  Returns how many jobs; 0 also when the extension is not
+ * installed here.
  */
 int
 ZimJobsClaim(int max_heads, int max_jobs, const int64 *own, int n_own, ZimJobBatch *batch)
@@ -316,10 +558,13 @@ ZimJobsClaim(int max_heads, int max_jobs, const int64 *own, int n_own, ZimJobBat
 	Datum	   *own_d = palloc(sizeof(Datum) * Max(n_own, 1));
 	Datum		own_arr;
 	ZimJob	   *heads;
-	Datum	   *follower_ids;
+	Follower   *fs;
+	Datum	   *give_back;
+	int			n_give_back = 0;
 	int			n_heads;
-	int			n_followers = 0;
-	uint64		row = 0;
+	int			n_fs;
+	int			convs;
+	int			f = 0;
 	MemoryContext old;
 
 	batch->n_jobs = batch->n_groups = 0;
@@ -328,59 +573,51 @@ ZimJobsClaim(int max_heads, int max_jobs, const int64 *own, int n_own, ZimJobBat
 	batch->schema = MemoryContextStrdup(batch->cxt, schema);
 	batch->lease = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											   (int64) zim_job_lease_s * 1000);
+	batch->renewed = 0;
 	for (int i = 0; i < n_own; i++)
 		own_d[i] = Int64GetDatum(own[i]);
 	own_arr = ZimJobsArray(own_d, NULL, n_own, INT8OID);
 
-	n_heads = zim_claim_heads(batch, Min(max_heads, max_jobs), own_arr, &heads);
+	n_heads = zim_claim_heads(batch, Min(max_heads, max_jobs), own_arr, &heads, &convs);
 	if (n_heads == 0)
 		return 0;
 	zim_claim_followers_read(batch, heads, n_heads, own_arr);
-
 	old = MemoryContextSwitchTo(batch->cxt);
-	batch->jobs = palloc0(sizeof(ZimJob) * (n_heads + SPI_processed));
-	batch->groups = palloc0(sizeof(ZimJobGroup) * n_heads);
-	follower_ids = palloc(sizeof(Datum) * Max(SPI_processed, 1));
-	for (int h = 0; h < n_heads; h++)
-		zim_claim_group(batch, &heads[h], h + 1, &row, max_jobs, follower_ids, &n_followers);
+	n_fs = zim_claim_followers_choose(heads, n_heads, max_jobs, convs, &fs);
 	MemoryContextSwitchTo(old);
+	zim_claim_followers(batch, fs, n_fs);
 
-	if (zim_claim_followers(batch, follower_ids, n_followers) != n_followers)
-		elog(ERROR, "zim_pin jobs changed while they were claimed");
-
+	/* each group: its head, then its followers up to the first one missed */
 	old = MemoryContextSwitchTo(batch->cxt);
+	batch->jobs = palloc0(sizeof(ZimJob) * (n_heads + n_fs));
+	batch->groups = palloc0(sizeof(ZimJobGroup) * n_heads);
+	give_back = palloc(sizeof(Datum) * Max(n_fs, 1));
+	for (int h = 0; h < n_heads; h++)
+	{
+		ZimJobGroup *g = &batch->groups[batch->n_groups++];
+		bool		open = true;
+
+		g->first_job = batch->n_jobs;
+		g->n_jobs = 1;
+		batch->jobs[batch->n_jobs++] = heads[h];
+		for (; f < n_fs && fs[f].group == h; f++)
+		{
+			open &= fs[f].got;
+			if (open)
+			{
+				batch->jobs[batch->n_jobs++] = fs[f].job;
+				g->n_jobs++;
+			}
+			else if (fs[f].got)
+				give_back[n_give_back++] = Int64GetDatum(fs[f].job.job_id);
+		}
+	}
 	for (int j = 0; j < batch->n_jobs; j++)
 		batch->jobs[j].exhausted = batch->jobs[j].attempts > zim_job_max_attempts;
-	ZimMergeBuild(batch);
+	zim_claim_build(batch);
 	MemoryContextSwitchTo(old);
+	zim_claim_give_back(batch, give_back, n_give_back);
 	return batch->n_jobs;
-}
-
-/*
- * Where the chunk of a batch that starts at group from ends: the groups
- * whose requests, each taking zim_pin.timeout_ms at the worst
- * (ZIM_MAX_TRANSFERS at a time) and paced at zim_pin.requests_per_second,
- * are surely sent within half a lease.  At least one group.
- */
-int
-ZimJobsChunkEnd(const ZimJobBatch *batch, int from)
-{
-	double		per_req_ms = Max(1000.0 / zim_requests_per_second,
-								 (double) zim_timeout_ms / ZIM_MAX_TRANSFERS);
-	double		cap = zim_job_lease_s * 1000.0 / 2 / per_req_ms;
-	int			n_reqs = 0;
-	int			to = from;
-
-	while (to < batch->n_groups)
-	{
-		int			more = batch->groups[to].n_unpin_reqs + batch->groups[to].n_pin_reqs;
-
-		if (to > from && n_reqs + more > cap)
-			break;
-		n_reqs += more;
-		to++;
-	}
-	return to;
 }
 
 static bool
@@ -390,41 +627,108 @@ zim_group_lost(const ZimJobBatch *batch, const ZimJobGroup *g)
 }
 
 /*
- * Send one phase (unpins or pins) of groups [from, to): one
- * ZimSendRequests per run of groups that take part.
+ * The chunk of a batch that starts where group from stands: the requests
+ * that, each taking zim_pin.timeout_ms at the worst (ZIM_MAX_TRANSFERS at
+ * a time) and paced at zim_pin.requests_per_second, are surely sent within
+ * half a lease; with all_of_it, the whole rest.  At least one request.  A
+ * group's requests may span chunks (the lease is renewed between them).
+ * Sets each group's send_to; returns the end of the chunk's groups.
+ */
+int
+ZimJobsChunkEnd(ZimJobBatch *batch, int from, bool all_of_it)
+{
+	double		per_req_ms = Max(1000.0 / zim_requests_per_second,
+								 (double) zim_timeout_ms / ZIM_MAX_TRANSFERS);
+	double		cap = all_of_it ? DBL_MAX : zim_job_lease_s * 1000.0 / 2 / per_req_ms;
+	double		n_reqs = 0;
+	int			to = from;
+
+	while (to < batch->n_groups)
+	{
+		ZimJobGroup *g = &batch->groups[to];
+		int			left = g->n_unpin_reqs + g->n_pin_reqs - g->n_reqs_done;
+
+		if (zim_group_lost(batch, g))
+		{
+			/* another runner has it: nothing to send, and it is done here */
+			g->send_to = g->n_unpin_reqs + g->n_pin_reqs;
+			to++;
+			continue;
+		}
+		if (left > 0 && n_reqs + left > cap)
+		{
+			int			take = (int) Max(cap - n_reqs, 0);
+
+			if (take == 0 && n_reqs > 0)
+				break;
+			g->send_to = g->n_reqs_done + Max(take, 1);
+			to++;
+			break;
+		}
+		g->send_to = g->n_reqs_done + left;
+		n_reqs += left;
+		to++;
+	}
+	return to;
+}
+
+/* the first group of [from, to) whose requests are not all sent, or to */
+int
+ZimJobsSentTo(const ZimJobBatch *batch, int from, int to)
+{
+	while (from < to &&
+		   batch->groups[from].n_reqs_done >=
+		   batch->groups[from].n_unpin_reqs + batch->groups[from].n_pin_reqs)
+		from++;
+	return from;
+}
+
+/*
+ * Send one phase (unpins or pins) of the chunk's groups [from, to): each
+ * group's part of the phase between n_reqs_done and send_to, one
+ * ZimSendRequests per run of parts that lie side by side in the phase's
+ * array.
  */
 static void
 zim_send_phase(ZimJobBatch *batch, int from, int to, bool pins)
 {
 	ZimRequest *reqs = pins ? batch->pin_reqs : batch->unpin_reqs;
+	int			first = 0;
+	int			end = 0;
 
-	while (from < to)
+	for (int i = from; i <= to; i++)
 	{
-		int			end = from;
-		int			first;
-		int			last;
+		ZimJobGroup *g = i < to ? &batch->groups[i] : NULL;
+		int			nu = g ? g->n_unpin_reqs : 0;
+		int			lo = 0;
+		int			hi = 0;
+		int			base = 0;
 
-		while (end < to && !zim_group_lost(batch, &batch->groups[end]) &&
-			   (!pins || batch->groups[end].pins_sent))
-			end++;
-		if (end > from)
+		if (g && !zim_group_lost(batch, g) && (!pins || g->pins_sent))
 		{
-			first = pins ? batch->groups[from].first_pin_req : batch->groups[from].first_unpin_req;
-			last = pins
-				? batch->groups[end - 1].first_pin_req + batch->groups[end - 1].n_pin_reqs
-				: batch->groups[end - 1].first_unpin_req + batch->groups[end - 1].n_unpin_reqs;
-			if (last > first)
-				ZimSendRequests("ConvPinned", ZIM_RETRY_IDEMPOTENT, reqs + first, last - first, 0);
+			lo = pins ? Max(g->n_reqs_done, nu) - nu : Min(g->n_reqs_done, nu);
+			hi = pins ? Max(g->send_to, nu) - nu : Min(g->send_to, nu);
+			base = pins ? g->first_pin_req : g->first_unpin_req;
 		}
-		from = end + 1;			/* past one that takes no part */
+		if (g && lo >= hi)
+			continue;
+		if (g && end > first && end == base + lo)
+		{
+			end = base + hi;
+			continue;
+		}
+		if (end > first)
+			ZimSendRequests("ConvPinned", ZIM_RETRY_IDEMPOTENT, reqs + first, end - first, 0);
+		first = base + lo;
+		end = base + hi;
 	}
 }
 
 /*
- * Send groups [from, to) of a claimed batch, with no retry inside: a job
- * that fails transiently is retried as a whole job, later.  Every group's
- * unpins first, then the pins of each group whose unpins went through (or
- * failed for good).  Needs no transaction.
+ * Send the chunk's groups [from, to) (ZimJobsChunkEnd), with no retry
+ * inside: a job that fails transiently is retried as a whole job, later.
+ * The unpins first, then the pins of each group whose unpins all went
+ * through (or failed for good).  Needs no transaction.
  */
 void
 ZimJobsSend(ZimJobBatch *batch, int from, int to)
@@ -436,6 +740,8 @@ ZimJobsSend(ZimJobBatch *batch, int from, int to)
 	{
 		ZimJobGroup *g = &batch->groups[i];
 
+		if (g->send_to < g->n_unpin_reqs)
+			continue;			/* its unpins are not all sent yet */
 		g->pins_sent = true;
 		for (int r = g->first_unpin_req; r < g->first_unpin_req + g->n_unpin_reqs; r++)
 			if (ZimConvPinnedFailedWhole(&batch->unpin_reqs[r]) &&
@@ -443,6 +749,14 @@ ZimJobsSend(ZimJobBatch *batch, int from, int to)
 				g->pins_sent = false;
 	}
 	zim_send_phase(batch, from, to, true);
+	for (int i = from; i < to; i++)
+	{
+		ZimJobGroup *g = &batch->groups[i];
+
+		g->n_reqs_done = g->send_to;
+		if (g->n_reqs_done >= g->n_unpin_reqs && !g->pins_sent)
+			g->n_reqs_done = g->n_unpin_reqs + g->n_pin_reqs;	/* no pins to send */
+	}
 	MemoryContextSwitchTo(old);
 }
 
@@ -743,6 +1057,7 @@ ZimJobsRenew(ZimJobBatch *batch, int from)
 	args[2] = TimestampTzGetDatum(lease);
 	zim_spi_exec(sql, 3, argtypes, args, NULL);
 	zim_mark_lost(batch, from, batch->n_groups, ZIM_JOB_HELD_BACK, true);
+	batch->renewed = lease;
 	for (int i = from; i < batch->n_groups; i++)
 	{
 		ZimJobGroup *g = &batch->groups[i];
@@ -753,7 +1068,19 @@ ZimJobsRenew(ZimJobBatch *batch, int from)
 		if (lost)
 			batch->jobs[g->first_job].lost = true;
 	}
-	batch->lease = lease;
+}
+
+/*
+ * The renewal's transaction committed: its lease is now the claim's token.
+ * Until then the old one is (a renewal that failed to commit changed
+ * nothing).
+ */
+void
+ZimJobsRenewed(ZimJobBatch *batch)
+{
+	if (batch->renewed != 0)
+		batch->lease = batch->renewed;
+	batch->renewed = 0;
 }
 
 /*
@@ -761,7 +1088,10 @@ ZimJobsRenew(ZimJobBatch *batch, int from)
  * that broke something, an out-of-memory): record it on every job of
  * groups [from, n_groups) that is still held, so that no job is reclaimed
  * and resent without end.  A job with attempts left is retried later; the
- * others fail, with a failure row per conversation.  SPI is connected, in
+ * others fail, with a failure row per conversation.  A configuration error
+ * (55000: zim_pin.app_id or the secret gone since the call began) is no
+ * job's fault: the jobs go back to the queue unsent, their attempt not
+ * counted.  SPI is connected, in
  * a transaction other than the one that failed.  Returns how many
  * finished.
  */
@@ -782,6 +1112,12 @@ ZimJobsRecordError(ZimJobBatch *batch, int from, const ErrorData *edata)
 	{
 		ZimJob	   *job = &batch->jobs[j];
 
+		/* the configuration (not the job) is wrong: give them back, uncharged */
+		if (edata->sqlerrcode == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE)
+		{
+			job->verdict = ZIM_JOB_HELD_BACK;
+			continue;
+		}
 		job->has_code = false;
 		job->code = 0;
 		job->message = message;

@@ -12,8 +12,9 @@
  * left, and to which job).  Unpins go out before pins, in two phases of the
  * whole batch, so that an unpin frees a slot for a pin at the vendor's
  * 100-pin limit; a group whose unpins failed transiently sends no pins.  A
- * job whose attempts runners that died used up takes no part: it fails
- * unsent, as if it had come and gone in its place.
+ * job whose attempts runners that died used up, or that cannot be sent at
+ * all (a poison row), takes no part: it fails unsent, as if it had come
+ * and gone in its place.
  *
  * Outcomes.  A job's failures are exactly the conversations it owned that
  * failed: its entries of the ErrorLists, and each conversation of a request
@@ -68,6 +69,13 @@ zim_ref_by_job(const void *a, const void *b)
 	return x->pos - y->pos;
 }
 
+/* a job that takes no part in its group: it fails unsent */
+static bool
+zim_sits_out(const ZimJob *job)
+{
+	return job->exhausted || job->poison != NULL;
+}
+
 static bool
 zim_same_conv(const ZimConv *a, const ZimConv *b)
 {
@@ -85,12 +93,12 @@ zim_merge_group(ZimJobBatch *batch, ZimJobGroup *g)
 	ConvRef    *own;
 
 	for (int j = g->first_job; j < g->first_job + g->n_jobs; j++)
-		if (!batch->jobs[j].exhausted)
+		if (!zim_sits_out(&batch->jobs[j]))
 			total += batch->jobs[j].n;
 	refs = palloc(sizeof(ConvRef) * Max(total, 1));
 	own = palloc(sizeof(ConvRef) * Max(total, 1));
 	for (int j = g->first_job; j < g->first_job + g->n_jobs; j++)
-		for (int c = 0; !batch->jobs[j].exhausted && c < batch->jobs[j].n; c++)
+		for (int c = 0; !zim_sits_out(&batch->jobs[j]) && c < batch->jobs[j].n; c++)
 			refs[k++] = (ConvRef)
 		{
 			&batch->jobs[j].convs[c], j, c
@@ -238,23 +246,32 @@ zim_whole_failure(const ZimConv *conv, const ZimRequest *req)
 	return f;
 }
 
-/* a job the runners that died gave up on: every conversation failed */
+/*
+ * A job that takes no part: the runners that died used up its attempts,
+ * or it cannot be sent at all (a row inserted by hand or restored, with a
+ * null element or an id not valid in UTF-8).  It fails unsent, with a row
+ * for each conversation it names (but a null one).
+ */
 static void
-zim_job_gave_up(ZimJob *job)
+zim_job_sat_out(ZimJob *job)
 {
 	job->verdict = ZIM_JOB_FAILED;
 	job->has_code = false;
 	job->code = 0;
-	job->message = psprintf("gave up after %d attempts, the last of which ended without an outcome",
-							job->attempts - 1);
+	job->message = job->poison
+		? psprintf("cannot be sent: %s", job->poison)
+		: psprintf("gave up after %d attempts, the last of which ended without an outcome",
+				   job->attempts - 1);
 	job->failures = palloc0(sizeof(ZimConvFailure) * Max(job->n, 1));
+	job->n_failures = 0;
 	for (int k = 0; k < job->n; k++)
 	{
-		job->failures[k].conv_id = job->convs[k].id;
-		job->failures[k].conv_type = job->convs[k].type;
-		job->failures[k].sub_message = job->message;
+		if (job->convs[k].id == NULL)
+			continue;
+		job->failures[job->n_failures].conv_id = job->convs[k].id;
+		job->failures[job->n_failures].conv_type = job->convs[k].type;
+		job->failures[job->n_failures++].sub_message = job->message;
 	}
-	job->n_failures = job->n;
 }
 
 /* one job's verdict, Code, text and failures; *behind: an earlier job waits */
@@ -325,8 +342,8 @@ ZimMergeOutcome(ZimJobBatch *batch, int group)
 					g->n_sent - g->n_unpin, g->pins_sent, st + g->n_unpin);
 	for (int j = g->first_job; j < g->first_job + g->n_jobs; j++)
 	{
-		if (batch->jobs[j].exhausted)
-			zim_job_gave_up(&batch->jobs[j]);
+		if (zim_sits_out(&batch->jobs[j]))
+			zim_job_sat_out(&batch->jobs[j]);
 		else
 			zim_job_verdict(g, j, &batch->jobs[j], st, &behind);
 	}

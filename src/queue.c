@@ -291,10 +291,12 @@ zim_conv_pinned_enqueue_one_type(PG_FUNCTION_ARGS)
  * subtransaction: an ERROR there (a poison answer, out of memory) is
  * recorded on the batch's jobs instead, so that no job is resent without
  * end.  A cancel or statement_timeout is the caller's, and goes on up,
- * once the subtransaction is rolled back.
+ * once the subtransaction is rolled back.  A configuration error (55000)
+ * is no job's: the jobs go back to the queue uncharged, and *stop says
+ * that the call should send no more.
  */
 static int
-zim_run_claimed(ZimJobBatch *batch)
+zim_run_claimed(ZimJobBatch *batch, bool *stop)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -304,7 +306,7 @@ zim_run_claimed(ZimJobBatch *batch)
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		ZimJobsSend(batch, 0, batch->n_groups);
+		ZimJobsSend(batch, 0, ZimJobsChunkEnd(batch, 0, true));
 		finished = ZimJobsRecord(batch, 0, batch->n_groups);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
@@ -330,10 +332,22 @@ zim_run_claimed(ZimJobBatch *batch)
 		/* a cancel or statement_timeout is the caller's: it goes on up */
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			ReThrowError(edata);
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("sending queued jobs failed: %s", edata->message),
-				 errdetail("The error was recorded on the %d jobs being sent.", batch->n_jobs)));
+		if (edata->sqlerrcode == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE)
+		{
+			/* no job's fault: they go back unsent, and the call stops */
+			ereport(WARNING,
+					(errcode(edata->sqlerrcode),
+					 errmsg("sending queued jobs stopped: %s", edata->message),
+					 errdetail("The %d jobs being sent were returned to the queue; their attempt was not counted.",
+							   batch->n_jobs),
+					 edata->hint ? errhint("%s", edata->hint) : 0));
+			*stop = true;
+		}
+		else
+			ereport(WARNING,
+					(errcode(edata->sqlerrcode),
+					 errmsg("sending queued jobs failed: %s", edata->message),
+					 errdetail("The error was recorded on the %d jobs being sent.", batch->n_jobs)));
 		finished = ZimJobsRecordError(batch, 0, edata);
 	}
 	PG_END_TRY();
@@ -357,6 +371,7 @@ zim_pin_run_jobs(PG_FUNCTION_ARGS)
 	int			finished = 0;
 	const char *schema;
 	int			guc_level;
+	bool		stop = false;
 
 	if (max_jobs < 0)
 		ereport(ERROR,
@@ -372,6 +387,10 @@ zim_pin_run_jobs(PG_FUNCTION_ARGS)
 	 */
 	guc_level = ZimUseServerSendSettings();
 
+	/* other runners must see that this one is alive while it holds claims */
+	if (max_jobs > 0)
+		ZimJobsHoldRunnerLock(false);
+
 	batch.cxt = AllocSetContextCreate(CurrentMemoryContext, "zim_pin job batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	while (claimed_total < max_jobs)
@@ -384,12 +403,12 @@ zim_pin_run_jobs(PG_FUNCTION_ARGS)
 			break;
 		}
 		claimed_total += batch.n_jobs;
-		finished += zim_run_claimed(&batch);
+		finished += zim_run_claimed(&batch, &stop);
 		SPI_finish();
 		/* forget the answers */
 		MemoryContextReset(batch.cxt);
 
-		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), RUN_JOBS_BUDGET_MS))
+		if (stop || TimestampDifferenceExceeds(start, GetCurrentTimestamp(), RUN_JOBS_BUDGET_MS))
 			break;
 	}
 	MemoryContextDelete(batch.cxt);

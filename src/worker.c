@@ -160,19 +160,23 @@ zim_worker_send_batch(ZimJobBatch *batch, volatile int *from, volatile int *fini
 {
 	while (*from < batch->n_groups)
 	{
-		int			to = ZimJobsChunkEnd(batch, *from);
+		int			to = ZimJobsChunkEnd(batch, *from, false);
+		int			done;
 
 		/* no transaction open while sending */
 		debug_query_string = "zim_pin: sending jobs";
 		pgstat_report_activity(STATE_RUNNING, debug_query_string);
 		ZimJobsSend(batch, *from, to);
 
+		/* the groups all of whose requests went; the last may go on */
+		done = ZimJobsSentTo(batch, *from, to);
 		zim_worker_begin("zim_pin: recording jobs");
-		*finished += ZimJobsRecord(batch, *from, to);
-		if (to < batch->n_groups)
-			ZimJobsRenew(batch, to);
+		*finished += ZimJobsRecord(batch, *from, done);
+		if (done < batch->n_groups)
+			ZimJobsRenew(batch, done);
 		zim_worker_end();
-		*from = to;
+		ZimJobsRenewed(batch);
+		*from = done;
 	}
 }
 
@@ -209,7 +213,8 @@ zim_worker_run_batch(void)
 
 		if (claimed)
 			finished += zim_worker_record_error(&batch, from, edata);
-		else
+		/* and the configuration is waited for (zim_worker_wait_configured) */
+		if (!claimed || edata->sqlerrcode == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE)
 			zim_worker_back_off();
 	}
 	PG_END_TRY();
@@ -428,6 +433,11 @@ zim_pin_worker_main(Datum arg)
 	 */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	zim_worker_own_settings();
+
+	/* its claims outlive its transactions: say it is alive for its life */
+	StartTransactionCommand();
+	ZimJobsHoldRunnerLock(true);
+	CommitTransactionCommand();
 
 	ZimShmemLock();
 	ZimShmemQueue()->worker_connects++;

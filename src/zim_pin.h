@@ -370,6 +370,8 @@ typedef void (*ZimConvFailureFn) (const ZimConvFailure *f, void *arg);
 
 extern int	ZimConvPinnedReadArgs(FunctionCallInfo fcinfo, bool one_type,
 								  char **from_user_id, ZimConv **convs, bool *pinned);
+extern const char *ZimConvPinnedStoredProblem(const char *from_user_id,
+											  const ZimConv *convs, int n);
 extern int	ZimConvPinnedRequestCount(int n_convs);
 extern void ZimConvPinnedRequests(const char *from_user_id, const ZimConv *convs,
 								  int n_convs, bool pinned, ZimRequest *reqs);
@@ -400,6 +402,7 @@ typedef struct ZimJob
 	bool		pinned;
 	int			attempts;		/* counting this one */
 	bool		exhausted;		/* attempts used up by runners that died */
+	const char *poison;			/* why it cannot be sent at all, or NULL */
 	bool		lost;			/* its lease ran out and another runner took it */
 	/* its outcome (merge.c) */
 	ZimJobVerdict verdict;
@@ -429,6 +432,9 @@ typedef struct ZimJobGroup
 	int			first_pin_req;	/* in the batch's pin_reqs */
 	int			n_pin_reqs;
 	bool		pins_sent;		/* false: its unpins failed transiently */
+	/* its requests in order, unpins then pins: how many went, and go next */
+	int			n_reqs_done;
+	int			send_to;
 } ZimJobGroup;
 
 /* the jobs one runner claimed, by user, and their requests */
@@ -445,6 +451,7 @@ typedef struct ZimJobBatch
 	ZimRequest *pin_reqs;		/* sent once a group's unpins went through */
 	int			n_pin_reqs;
 	TimestampTz lease;			/* claimed_until of every job held: the claim's token */
+	TimestampTz renewed;		/* the lease a renewal wrote, once it commits */
 } ZimJobBatch;
 
 extern void ZimMergeBuild(ZimJobBatch *batch);
@@ -476,10 +483,13 @@ extern Oid	ZimJobsNamespace(void);
 extern Datum ZimJobsArray(Datum *elems, bool *nulls, int n, Oid type);
 extern int	ZimJobsClaim(int max_heads, int max_jobs, const int64 *own, int n_own,
 						 ZimJobBatch *batch);
-extern int	ZimJobsChunkEnd(const ZimJobBatch *batch, int from);
+extern void ZimJobsHoldRunnerLock(bool session);
+extern int	ZimJobsChunkEnd(ZimJobBatch *batch, int from, bool all_of_it);
+extern int	ZimJobsSentTo(const ZimJobBatch *batch, int from, int to);
 extern void ZimJobsSend(ZimJobBatch *batch, int from, int to);
 extern int	ZimJobsRecord(ZimJobBatch *batch, int from, int to);
 extern void ZimJobsRenew(ZimJobBatch *batch, int from);
+extern void ZimJobsRenewed(ZimJobBatch *batch);
 extern int	ZimJobsRecordError(ZimJobBatch *batch, int from, const ErrorData *edata);
 extern int	ZimJobsPrune(const char *schema, int max);
 extern TimestampTz ZimJobsNextDue(const char *schema);
