@@ -93,6 +93,10 @@ Choices where the vendor is silent
   (the state change happens even if the client gives up waiting).
 * The "nonjson" fault is sent as Content-Type application/json; the http500
   and http503 faults as text/html.
+* Ids (UserId, FromUserId, ConvId) are at most 32 bytes of UTF-8, as they
+  come on the wire: the vendor writes "32 characters", and zim_pin's
+  contract holds them to 32 bytes, the stricter reading.  A user id's
+  characters are all ASCII, so for it the two readings agree.
 """
 
 from __future__ import annotations
@@ -223,7 +227,9 @@ def valid_user_id(v) -> bool:
 
 
 def valid_conv_id(v) -> bool:
-    return isinstance(v, str) and 0 < len(v) <= 32
+    """1..32 bytes of UTF-8 (see "Choices" above), not 32 code points."""
+    return (isinstance(v, str)
+            and 0 < len(v.encode("utf-8", "surrogatepass")) <= 32)
 
 
 def now_ms() -> int:
@@ -1074,6 +1080,8 @@ def self_test() -> int:
          == "43e5cfcca828314675f91b001390566a", "signature test vector"),
         (valid_user_id("a b!#$%&()+-:;<=.>?@[]^_{}|~") and not valid_user_id("a/b")
          and not valid_user_id("") and not valid_user_id("x" * 33), "UserId rule"),
+        (valid_conv_id("\u00e9" * 16) and not valid_conv_id("\u00e9" * 17)
+         and valid_conv_id("x" * 32) and not valid_conv_id(""), "ConvId rule (UTF-8 bytes)"),
         (max_in_any_window([0, 0.5, 0.99, 1.0, 1.5]) == 3, "sliding window"),
         (SIGNATURE_IN_QUERY_RE.sub("S", "/?SignatureNonce=1&Signature=ab&SignatureVersion=2.0")
          == "/?SignatureNonce=1&S&SignatureVersion=2.0", "log redaction"),
