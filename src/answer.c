@@ -9,6 +9,14 @@
  * reason (the client raises SQLSTATE ZP005) and not as a jsonb input
  * error, and kept as jsonb.  The getters here are for every Action.
  *
+ * Before the parser sees an answer, its text is put in the database
+ * encoding here, whether the answer wrote a character raw or as a \u
+ * escape (as Python's json.dumps does): PostgreSQL's parser would convert
+ * an escape itself and refuse the whole answer for one character the
+ * encoding cannot hold.  Such a character becomes "?" (SQL_ASCII takes its
+ * UTF-8 bytes), and so do \u0000 (no text can hold it) and a lone
+ * surrogate, in every encoding.
+ *
  * Nothing here sends, waits or decides what to do with a Code; it raises
  * only for out-of-memory.
  *
@@ -89,7 +97,9 @@ check_number(void *state, char *token, JsonTokenType tokentype)
  * open), and a character the database encoding cannot hold becomes "?"
  * rather than an error: a vendor's message in another script must not
  * fail a call whose conversations changed.  (Ids in an answer echo what
- * was sent, so they always convert.)
+ * was sent, so they always convert.)  The \u escapes of characters beyond
+ * ASCII are decoded before (zim_decode_escapes), so they are treated alike.
+ * SQL_ASCII takes the UTF-8 bytes as they are, raw or decoded.
  */
 static char *
 zim_utf8_to_server(const char *s, int len)
@@ -121,6 +131,112 @@ zim_utf8_to_server(const char *s, int len)
 		i += n;
 	}
 	return buf.data;
+}
+
+/* the value of the four hex digits at p, or -1 */
+static int
+hex4(const char *p, const char *end)
+{
+	int			v = 0;
+
+	if (end - p < 4)
+		return -1;
+	for (int k = 0; k < 4; k++)
+	{
+		int			c = (unsigned char) p[k];
+
+		if (c >= '0' && c <= '9')
+			v = v * 16 + c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v = v * 16 + c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v = v * 16 + c - 'A' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
+/*
+ * The code point of the \u escape at s[*i] (a surrogate pair counts as
+ * one), advancing *i past it; 0 for \u0000 and for a lone surrogate, which
+ * no text can hold; -1, with *i unchanged, if there is no \u escape there.
+ */
+static int
+zim_read_escape(const char *s, int len, int *i)
+{
+	int			cp,
+				lo;
+
+	if (*i + 1 >= len || s[*i] != '\\' || s[*i + 1] != 'u' ||
+		(cp = hex4(s + *i + 2, s + len)) < 0)
+		return -1;
+	*i += 6;
+	if (is_utf16_surrogate_second(cp))
+		return 0;
+	if (!is_utf16_surrogate_first(cp))
+		return cp;
+	if (*i + 1 < len && s[*i] == '\\' && s[*i + 1] == 'u' &&
+		(lo = hex4(s + *i + 2, s + len)) >= 0 && is_utf16_surrogate_second(lo))
+	{
+		*i += 6;
+		return surrogate_pair_to_codepoint(cp, lo);
+	}
+	return 0;
+}
+
+/*
+ * A valid UTF-8 answer with the \u escapes in its strings that stand for
+ * characters beyond ASCII written as those characters, so that
+ * zim_utf8_to_server treats them as it treats raw ones.  Escapes of ASCII
+ * stay as they are (the parser reads them in every encoding), but for
+ * \u0000 and lone surrogates, which become "?".  Other escapes, and broken
+ * ones (the parser refuses those), are copied.  The result is never longer
+ * than the answer: six bytes of escape give at most three of UTF-8, twelve
+ * of a surrogate pair four.
+ */
+static char *
+zim_decode_escapes(const char *s, int len, int *out_len)
+{
+	char	   *out = palloc(len + 1);
+	int			o = 0;
+	bool		in_string = false;
+
+	for (int i = 0; i < len;)
+	{
+		int			start = i;
+		int			cp;
+
+		if (!in_string || s[i] != '\\')
+		{
+			if (s[i] == '"')
+				in_string = !in_string;
+			out[o++] = s[i++];
+			continue;
+		}
+		if ((cp = zim_read_escape(s, len, &i)) < 0)
+		{
+			/* \" \\ \n ...: both bytes, so that \\u is not read as \u */
+			out[o++] = s[i++];
+			if (i < len)
+				out[o++] = s[i++];
+		}
+		else if (cp == 0)
+			out[o++] = '?';
+		else if (cp < 0x80)
+		{
+			memcpy(out + o, s + start, i - start);
+			o += i - start;
+		}
+		else
+		{
+			unicode_to_utf8((pg_wchar) cp, (unsigned char *) out + o);
+			o += pg_utf_mblen((unsigned char *) out + o);
+		}
+	}
+	out[o] = '\0';
+	*out_len = o;
+	return out;
 }
 
 /* deepest nesting of [ and { outside strings */
@@ -163,6 +279,7 @@ static Jsonb *
 zim_parse_json(const StringInfo body, const char **why)
 {
 	char	   *text;
+	int			len;
 	JsonLexContext *lex;
 	JsonSemAction sem = {0};
 	NumberCheck nc = {false};
@@ -189,7 +306,8 @@ zim_parse_json(const StringInfo body, const char **why)
 		return NULL;
 	}
 
-	text = zim_utf8_to_server(body->data, body->len);
+	text = zim_decode_escapes(body->data, body->len, &len);
+	text = zim_utf8_to_server(text, len);
 	lex = zim_make_json_lex(text, strlen(text), GetDatabaseEncoding());
 	sem.semstate = &nc;
 	sem.scalar = check_number;

@@ -13,7 +13,12 @@
  * ourselves, on a WaitEventSet holding the process latch and libcurl's
  * sockets, as postgres_fdw waits for libpq: a cancel, statement_timeout or
  * postmaster death wakes the wait at once and CHECK_FOR_INTERRUPTS raises
- * the server's own error.  The caller then calls ZimHttpAbortAll (from
+ * the server's own error.  libcurl may watch more sockets than transfers
+ * (two for each while happy eyeballs races IPv6 against IPv4, and newer
+ * versions more), so there is no fixed bound: the list of watched sockets
+ * grows in the socket callback (malloc) and each wait's set is made for
+ * the sockets of that moment.  Only running out of memory for the list
+ * fails, with SQLSTATE 53200.  The caller then calls ZimHttpAbortAll (from
  * PG_FINALLY), which detaches every transfer (libcurl closes a connection
  * left mid-exchange) and frees what libcurl allocated, so the backend is
  * ready for the next call.
@@ -38,7 +43,11 @@
 #include "storage/latch.h"
 #include "utils/memutils.h"
 
-#define MAX_SOCKETS (ZIM_MAX_TRANSFERS * 2 + 4)
+/*
+ * Sockets the list first holds; small, so that every call of more than a
+ * few exchanges grows it
+ */
+#define INITIAL_SOCKETS 8
 
 /* the answer as it arrives; malloc'd because the write callback fills it */
 typedef struct WriteBuffer
@@ -76,11 +85,14 @@ typedef struct WatchedSocket
 static CURLM *zim_multi = NULL;
 static Transfer transfers[ZIM_MAX_TRANSFERS];
 
-static WatchedSocket watched[MAX_SOCKETS];
+static WatchedSocket *watched = NULL;	/* malloc'd, watched_cap entries */
 static int	n_watched = 0;
-static bool watched_overflow = false;
+static int	watched_cap = 0;
+static bool watched_out_of_memory = false;	/* and the multi handle is dead */
 static long curl_timer_ms = -1;
 static WaitEventSet *wait_set = NULL;
+static WaitEvent *occurred = NULL;	/* in TopMemoryContext */
+static int	occurred_cap = 0;
 
 static size_t
 write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -156,10 +168,19 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 	}
 	if (i == n_watched)
 	{
-		if (n_watched == MAX_SOCKETS)
+		if (n_watched == watched_cap)
 		{
-			watched_overflow = true;
-			return -1;			/* libcurl aborts the transfer */
+			int			cap = Max(INITIAL_SOCKETS, watched_cap * 2);
+			WatchedSocket *p = realloc(watched, cap * sizeof(WatchedSocket));
+
+			if (p == NULL)
+			{
+				/* libcurl then gives up on the whole multi handle */
+				watched_out_of_memory = true;
+				return -1;
+			}
+			watched = p;
+			watched_cap = cap;
 		}
 		n_watched++;
 	}
@@ -398,6 +419,21 @@ zim_http_collect(void)
 }
 
 /*
+ * Raise what the socket callback recorded: after libcurl has returned, and
+ * with a real SQLSTATE.  (ZimHttpAbortAll then drops the multi handle.)
+ */
+static void
+zim_http_check_sockets(void)
+{
+	if (watched_out_of_memory)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Could not watch more than %d sockets of libcurl.",
+						   watched_cap)));
+}
+
+/*
  * Let libcurl work and wait, at most timeout_ms, for a socket, libcurl's
  * timer or the latch.  Returns after one round of events; the caller asks
  * ZimHttpFinished which transfers are over.  Raises on interrupts.
@@ -406,7 +442,6 @@ void
 ZimHttpWait(long timeout_ms)
 {
 	int			running;
-	WaitEvent	occurred[MAX_SOCKETS + 2];
 	int			n;
 	bool		latch_set = false;
 	long		timeout = timeout_ms;
@@ -416,6 +451,7 @@ ZimHttpWait(long timeout_ms)
 	/* let libcurl act on anything due (new transfers, expired timers) */
 	curl_multi_socket_action(zim_multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	zim_http_collect();
+	zim_http_check_sockets();
 	if (ZimHttpInFlight() < 1)
 		return;
 
@@ -426,6 +462,15 @@ ZimHttpWait(long timeout_ms)
 	if (timeout == 0)
 		return;
 
+	if (occurred_cap < n_watched + 2)
+	{
+		int			cap = Max(INITIAL_SOCKETS, n_watched) + 2;
+
+		occurred = occurred
+			? repalloc(occurred, cap * sizeof(WaitEvent))
+			: MemoryContextAlloc(TopMemoryContext, cap * sizeof(WaitEvent));
+		occurred_cap = cap;
+	}
 	wait_set = zim_create_wait_event_set(n_watched + 2);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	/* as WaitLatch does: there is no postmaster in single-user mode */
@@ -444,7 +489,7 @@ ZimHttpWait(long timeout_ms)
 			AddWaitEventToSet(wait_set, events, watched[i].fd, NULL, NULL);
 	}
 
-	n = WaitEventSetWait(wait_set, timeout, occurred, lengthof(occurred),
+	n = WaitEventSetWait(wait_set, timeout, occurred, occurred_cap,
 						 zim_wait_event(ZIM_WAIT_NETWORK));
 	FreeWaitEventSet(wait_set);
 	wait_set = NULL;
@@ -469,8 +514,7 @@ ZimHttpWait(long timeout_ms)
 		curl_multi_socket_action(zim_multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	zim_http_collect();
 
-	if (watched_overflow)
-		elog(ERROR, "libcurl opened more than %d sockets", MAX_SOCKETS);
+	zim_http_check_sockets();
 
 	if (latch_set)
 	{
@@ -632,7 +676,14 @@ ZimHttpAbortAll(void)
 		zim_http_release(&transfers[i]);
 	}
 	n_watched = 0;
-	watched_overflow = false;
 	curl_timer_ms = -1;
+	if (watched_out_of_memory)
+	{
+		/* libcurl refuses a multi handle whose socket callback failed */
+		if (zim_multi)
+			curl_multi_cleanup(zim_multi);
+		zim_multi = NULL;
+		watched_out_of_memory = false;
+	}
 	return running;
 }

@@ -12,20 +12,27 @@
  *
  * Layout (one ShmemInitStruct named "zim_pin"):
  *
- *	 ZimShared		stats_reset, n_actions, the ZimQueueShared of the
- *					launcher, worker and enqueuing backends
+ *	 ZimShared		stats_reset, n_actions, other_reported, the
+ *					ZimQueueShared of the launcher, worker and enqueuing
+ *					backends
  *	 slot 0 .. 15	ZIM_MAX_ACTIONS ZimActionState of SHARED_SLOT_SIZE each:
  *					the Action's name, pause, counters, and its two rings of
- *					ZIM_MAX_RATE send times (ratelimit.c); the first are
+ *					ZIM_MAX_RATE send times (ratelimit.c); the first nine are
  *					the documented Actions (ZIM_KNOWN_ACTIONS), then others
  *					as they come; the last slot is "(other)", shared by the
  *					Actions that found no free slot
  *
+ * Slots are never freed (an Action's limiter state must outlive its
+ * calls).  The first time an Action finds no free slot, one LOG line says
+ * so, once for the life of the shared area (other_reported; per backend in
+ * per-backend mode).
+ *
  * Locking: one LWLock of the named tranche "zim_pin" protects all of it.
  * It is held only for a few instructions at a time (a slot lookup, a
  * reservation, a counter update, a flag), never across a wait, an ereport
- * or anything that can CHECK_FOR_INTERRUPTS.  ZimShmemLock and
- * ZimShmemUnlock do nothing in per-backend mode.
+ * or anything that can CHECK_FOR_INTERRUPTS: that LOG line is written by
+ * ZimShmemUnlock after it releases the lock.  ZimShmemLock and
+ * ZimShmemUnlock take no lock in per-backend mode.
  *
  * This file must never hold a pointer in shared memory: slots are found by
  * index.  It knows the layout, not what the fields mean: the limiter,
@@ -49,6 +56,7 @@ typedef struct ZimShared
 {
 	TimestampTz stats_reset;
 	int			n_actions;
+	bool		other_reported; /* the slots' exhaustion has been logged */
 	ZimQueueShared queue;
 } ZimShared;
 
@@ -62,7 +70,11 @@ static LWLock *zim_lock = NULL;
 /* per-backend mode */
 static ZimActionState *local_actions[ZIM_MAX_ACTIONS];
 static int	local_n_actions = 0;
+static bool local_other_reported = false;
 static TimestampTz local_stats_reset = 0;
+
+/* the Action that first found no free slot, to be logged at unlock */
+static char other_report[ZIM_MAX_ACTION_LEN + 1];
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -141,6 +153,21 @@ ZimShmemUnlock(void)
 {
 	if (zim_shared)
 		LWLockRelease(zim_lock);
+
+	/* what ZimActionLookup found while the lock was held */
+	if (other_report[0] != '\0')
+	{
+		char		action[ZIM_MAX_ACTION_LEN + 1];
+
+		strlcpy(action, other_report, sizeof(action));
+		other_report[0] = '\0';
+		ereport(LOG,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("zim_pin has no free Action slot for Action \"%s\"", action),
+				 errdetail("All %d slots are taken. This Action and every further one without a slot share the rate limit and statistics of \"(other)\" until the server restarts.",
+						   ZIM_MAX_ACTIONS),
+				 errhint("Action names given to zim_api() take slots, made-up ones too. This is logged once.")));
+	}
 }
 
 /*
@@ -216,7 +243,8 @@ zim_add_slot(const char *name)
  * Actions have slots of their own from the start, whatever names zim_api
  * is called with.  Other Actions take the free slots as they come; when
  * those are gone, the last slot, "(other)", is shared by every further
- * Action (a stricter limit, so still safe).
+ * Action (a stricter limit, so still safe), and the first of them is
+ * logged once.
  */
 ZimActionState *
 ZimActionLookup(const char *action)
@@ -237,10 +265,21 @@ ZimActionLookup(const char *action)
 		if (strcmp(st->action, action) == 0)
 			return zim_shared ? st : local_ensure_capacity(i);
 	}
-	if (n == ZIM_MAX_ACTIONS)
-		i = ZIM_MAX_ACTIONS - 1;
+	if (n < ZIM_MAX_ACTIONS - 1)
+		i = zim_add_slot(action);
 	else
-		i = zim_add_slot((n == ZIM_MAX_ACTIONS - 1) ? "(other)" : action);
+	{
+		bool	   *reported = zim_shared ? &zim_shared->other_reported
+			: &local_other_reported;
+
+		i = (n == ZIM_MAX_ACTIONS) ? ZIM_MAX_ACTIONS - 1 : zim_add_slot("(other)");
+		if (!*reported)
+		{
+			/* logged by ZimShmemUnlock, once the lock is released */
+			*reported = true;
+			strlcpy(other_report, action, sizeof(other_report));
+		}
+	}
 	return zim_shared ? shared_slot(i) : local_ensure_capacity(i);
 }
 

@@ -86,9 +86,15 @@
 
 /* Most distinct Actions tracked; further ones share the last slot */
 #define ZIM_MAX_ACTIONS			16
-/* The documented Actions: each always has a slot of its own */
+/*
+ * The documented Actions (zim-server-api.md: UserRegister and the eight
+ * "Conversation related" ones): each always has a slot of its own, so at
+ * most ZIM_MAX_ACTIONS - 10 others get one
+ */
 #define ZIM_KNOWN_ACTIONS \
-	"ConvPinned", "UserRegister", "QueryConversationList", "SilenceConvNotification"
+	"ConvPinned", "UserRegister", "QueryConversationList", \
+	"SilenceConvNotification", "SetConvMark", "DeleteConv", \
+	"ClearConversationUnread", "QueryPeerMsg", "QueryGroupMsg"
 /* Upper bound of zim_pin.requests_per_second (the limiter's ring size) */
 #define ZIM_MAX_RATE			10000
 /* Most HTTP exchanges one backend runs at once */

@@ -39,12 +39,21 @@ Anything else is HTTP 404 (JSON body).
 Test controls
 -------------
 reset   ``{}``: forget users, pins, conversations, nonces, the request log,
-        pending faults and counters; restore LatencyMs 0 and the command-line
-        RateLimit and MaxConvs. Open connections stay open.
-config  ``{"LatencyMs"?, "RateLimit"?, "MaxConvs"?, "SecretRotated"?}``;
+        pending faults and counters; restore LatencyMs 0, the command-line
+        RateLimit and MaxConvs, AsciiJson true and the default Messages. Open
+        connections stay open.
+config  ``{"LatencyMs"?, "RateLimit"?, "MaxConvs"?, "SecretRotated"?,
+        "AsciiJson"?, "Messages"?}``;
         SecretRotated true makes every Action but the test controls expect
         another secret (as if it were changed in the console): clients then
         get 100000005, without anyone setting a wrong secret in a session.
+        AsciiJson (default true) is how answers carry text beyond ASCII:
+        true writes ``\\uXXXX`` escapes (surrogate pairs beyond U+FFFF), as
+        json.dumps does by default; false writes raw UTF-8
+        (ensure_ascii=False).  Control characters are escaped either way.
+        Messages ``{"<code>": text}`` replaces the double's text for those
+        Codes wherever it answers with them (Message, SubMessage), e.g. in
+        another script, as the vendor may; ``{}`` restores the defaults.
 fault   ``{"Fault": kind, "Count"?: 1, "Action"?: filter, "Match"?: substring of
         the body, "Code"?, "Message"?, "Ms"?}``
         appends a fault; ``{"Fault": "clear"}`` empties the queue. Kinds:
@@ -84,6 +93,10 @@ Choices where the vendor is silent
   (the state change happens even if the client gives up waiting).
 * The "nonjson" fault is sent as Content-Type application/json; the http500
   and http503 faults as text/html.
+* Ids (UserId, FromUserId, ConvId) are at most 32 bytes of UTF-8, as they
+  come on the wire: the vendor writes "32 characters", and zim_pin's
+  contract holds them to 32 bytes, the stricter reading.  A user id's
+  characters are all ASCII, so for it the two readings agree.
 """
 
 from __future__ import annotations
@@ -181,8 +194,13 @@ MESSAGES = {
 CLIENT_GONE = (ConnectionError, TimeoutError, ssl.SSLError, OSError)
 
 
+# Texts that the "Messages" option of config puts in place of those of
+# MESSAGES (guarded by State.lock; emptied by reset).
+MESSAGE_OVERRIDES: dict[int, str] = {}
+
+
 def message(code: int) -> str:
-    return MESSAGES.get(code, "error")
+    return MESSAGE_OVERRIDES.get(code, MESSAGES.get(code, "error"))
 
 
 def request_id() -> str:
@@ -209,7 +227,9 @@ def valid_user_id(v) -> bool:
 
 
 def valid_conv_id(v) -> bool:
-    return isinstance(v, str) and 0 < len(v) <= 32
+    """1..32 bytes of UTF-8 (see "Choices" above), not 32 code points."""
+    return (isinstance(v, str)
+            and 0 < len(v.encode("utf-8", "surrogatepass")) <= 32)
 
 
 def now_ms() -> int:
@@ -259,6 +279,8 @@ class State:
         self.rate_limit = self.default_rate_limit
         self.max_convs = self.default_max_convs
         self.secret_rotated = False                   # see ctl_config
+        self.ascii_json = True                        # \u escapes, as json.dumps
+        MESSAGE_OVERRIDES.clear()
 
     def new_connection(self) -> int:
         with self.lock:
@@ -425,8 +447,15 @@ def ctl_reset(st: State, body: dict) -> tuple[bool, dict]:
 
 def ctl_config(st: State, body: dict) -> tuple[bool, dict]:
     lat, rate, maxc = body.get("LatencyMs"), body.get("RateLimit"), body.get("MaxConvs")
-    rotated = body.get("SecretRotated")
-    if rotated is not None and not isinstance(rotated, bool):
+    rotated, ascii_json = body.get("SecretRotated"), body.get("AsciiJson")
+    texts = body.get("Messages")
+    if ((rotated is not None and not isinstance(rotated, bool))
+            or (ascii_json is not None and not isinstance(ascii_json, bool))):
+        return False, whole_call(2)
+    if texts is not None and (
+            not isinstance(texts, dict)
+            or not all(DECIMAL_RE.fullmatch(k) and isinstance(v, str)
+                       for k, v in texts.items())):
         return False, whole_call(2)
     if ((lat is not None and (not is_number(lat) or lat < 0))
             or (rate is not None and (not is_int(rate) or rate < 0))
@@ -441,6 +470,11 @@ def ctl_config(st: State, body: dict) -> tuple[bool, dict]:
             st.max_convs = maxc
         if rotated is not None:
             st.secret_rotated = rotated
+        if ascii_json is not None:
+            st.ascii_json = ascii_json
+        if texts is not None:
+            MESSAGE_OVERRIDES.clear()
+            MESSAGE_OVERRIDES.update({int(k): v for k, v in texts.items()})
     return True, whole_call(0)
 
 
@@ -511,7 +545,8 @@ def ctl_state(st: State, body: dict) -> tuple[bool, dict]:
             RateLimited=dict(st.rate_limited),
             MaxInAnyWindow={a: max_in_any_window(t) for a, t in times.items()},
             Config={"LatencyMs": st.latency_ms, "RateLimit": st.rate_limit,
-                    "MaxConvs": st.max_convs},
+                    "MaxConvs": st.max_convs, "AsciiJson": st.ascii_json,
+                    "Messages": {str(k): v for k, v in MESSAGE_OVERRIDES.items()}},
             Faults=[{k: (len(v) if k == "Data" else v) for k, v in f.items()}
                     for f in st.faults + st.conn_faults],
         )
@@ -617,8 +652,12 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def send_json(self, obj: dict, status: int = 200, close: bool = False) -> None:
+        """An answer, with text beyond ASCII as \\u escapes or raw UTF-8
+        (config AsciiJson)."""
         obj.setdefault("RequestId", request_id())
-        self.send_raw(status, json.dumps(obj, separators=(",", ":")).encode(), close=close)
+        text = json.dumps(obj, separators=(",", ":"),
+                          ensure_ascii=self.server.state.ascii_json)
+        self.send_raw(status, text.encode("utf-8", "surrogatepass"), close=close)
 
     def send_error(self, code, message=None, explain=None) -> None:
         """Protocol errors detected by http.server: JSON, then close."""
@@ -1041,6 +1080,8 @@ def self_test() -> int:
          == "43e5cfcca828314675f91b001390566a", "signature test vector"),
         (valid_user_id("a b!#$%&()+-:;<=.>?@[]^_{}|~") and not valid_user_id("a/b")
          and not valid_user_id("") and not valid_user_id("x" * 33), "UserId rule"),
+        (valid_conv_id("\u00e9" * 16) and not valid_conv_id("\u00e9" * 17)
+         and valid_conv_id("x" * 32) and not valid_conv_id(""), "ConvId rule (UTF-8 bytes)"),
         (max_in_any_window([0, 0.5, 0.99, 1.0, 1.5]) == 3, "sliding window"),
         (SIGNATURE_IN_QUERY_RE.sub("S", "/?SignatureNonce=1&Signature=ab&SignatureVersion=2.0")
          == "/?SignatureNonce=1&S&SignatureVersion=2.0", "log redaction"),

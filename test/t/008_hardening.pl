@@ -139,8 +139,19 @@ $node->safe_psql('postgres', q{SELECT zim_pin_stats_reset()});
 $node->safe_psql('postgres', q{SELECT count(*) FROM zim_conv_pinned('h_a', ARRAY['h_c'], 0, true)});
 is($node->safe_psql('postgres', q{SELECT requests FROM zim_pin_stats WHERE action = 'ConvPinned'}), '1',
 	'after 20 made-up Action names, ConvPinned still has its own limit and statistics');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM zim_pin_stats WHERE action IN ('UserRegister', 'QueryConversationList', 'SilenceConvNotification')}),
-	'3', '... and so do the other documented Actions');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM zim_pin_stats WHERE action IN ('UserRegister', 'QueryConversationList', 'SilenceConvNotification',
+	'SetConvMark', 'DeleteConv', 'ClearConversationUnread', 'QueryPeerMsg', 'QueryGroupMsg')}),
+	'8', '... and so do the other documented Actions, the conversation family\'s included');
+# a documented Action used only now, after the made-up names took every
+# free slot, is counted on its own row, not in "(other)"
+$node->safe_psql('postgres', q{SELECT zim_api('QueryPeerMsg', '{"FromUserId": "h_a", "ToUserId": "h_b", "Limit": 1, "Next": 0, "WithEmptyMsg": 0}')});
+is($node->safe_psql('postgres', q{SELECT string_agg(action || ' ' || requests, ', ' ORDER BY action) FROM zim_pin_stats WHERE action IN ('QueryPeerMsg', '(other)')}),
+	'(other) 0, QueryPeerMsg 1', '... a documented Action first used after them has its own row: QueryPeerMsg');
+# the exhaustion is logged once, at LOG, for the first name that found no
+# free slot, however many come after it
+$node->safe_psql('postgres', join(';', map { "SELECT zim_api('Bogus$_', '{}')" } 21 .. 25));
+my @reports = $node->log_content =~ /LOG:  (?:53400: )?zim_pin has no free Action slot for Action "(\w+)"/g;
+is(join(',', @reports), 'Bogus7', 'the exhaustion of the slots is logged once, naming the first Action that found none');
 
 # --- 13. hostile answers end in a contract SQLSTATE -------------------------
 sub answer_error

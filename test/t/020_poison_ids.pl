@@ -5,7 +5,8 @@
 # synchronous call and by enqueue alike, with PostgreSQL's own SQLSTATE,
 # before anything is sent or stored; so it can no longer become a job that
 # fails every claim and holds every later user's job pending.  Ids are
-# measured in UTF-8, as they go on the wire.
+# measured in UTF-8, as they go on the wire, by zim_pin and by the double
+# (item 9).
 use strict;
 use warnings;
 use FindBin;
@@ -44,6 +45,16 @@ like($err, qr/ERROR:  22023: conversation id must not be longer than 32 bytes in
 	'WIN1252: an id of 17 bytes that is 34 in UTF-8 is refused');
 is($node->safe_psql('win1252', q{SELECT zim_conv_pinned_enqueue('q_a', ARRAY[repeat(convert_from('\xe9'::bytea, 'WIN1252'), 16)], 2, true) > 0}),
 	't', '... and one of 32 bytes in UTF-8 is queued');
+
+# the double counts the same way (ZIM documents 32 characters; the contract
+# holds ids to 32 bytes): it takes 32 bytes of UTF-8 and refuses 34, as
+# the vendor refuses a bad item (660000002)
+is($node->safe_psql('win1252', q{SELECT count(*) FROM zim_conv_pinned('q_a', ARRAY[repeat(convert_from('\xe9'::bytea, 'WIN1252'), 16)], 2, true)}),
+	'0', 'the call sends an id of 32 bytes in UTF-8, and the double takes it');
+is($node->safe_psql('win1252', q{SELECT zim_api('ConvPinned', jsonb_build_object('FromUserId', 'q_a', 'PinnedType', 1,
+		'ConvList', jsonb_build_array(jsonb_build_object('ConvId', repeat(convert_from('\xe9'::bytea, 'WIN1252'), 17), 'ConvType', 2))))
+		->'ErrorList'->0->>'SubCode'}),
+	'660000002', 'the double refuses an id of 17 characters that is 34 bytes in UTF-8');
 
 $node->stop;
 done_testing();
