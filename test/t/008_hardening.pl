@@ -150,7 +150,7 @@ is($node->safe_psql('postgres', q{SELECT string_agg(action || ' ' || requests, '
 # the exhaustion is logged once, at LOG, for the first name that found no
 # free slot, however many come after it
 $node->safe_psql('postgres', join(';', map { "SELECT zim_api('Bogus$_', '{}')" } 21 .. 25));
-my @reports = $node->log_content =~ /LOG:  (?:53400: )?zim_pin has no free Action slot for Action "(\w+)"/g;
+my @reports = PostgreSQL::Test::Utils::slurp_file($node->logfile) =~ /LOG:  (?:53400: )?zim_pin has no free Action slot for Action "(\w+)"/g;
 is(join(',', @reports), 'Bogus7', 'the exhaustion of the slots is logged once, naming the first Action that found none');
 
 # --- 13. hostile answers end in a contract SQLSTATE -------------------------
