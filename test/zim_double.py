@@ -3,9 +3,12 @@
 
 Python 3.11 standard library only. It implements the parts of the vendor API
 that zim_pin needs (see spec/zim-server-api.md): the signed gateway, the
-Actions UserRegister, ConvPinned, QueryConversationList and
-SilenceConvNotification, the per-Action rate limit, plus test controls for
-latency, fault injection and inspecting what clients did.
+Actions UserRegister and every Action of "Conversation related" --
+ConvPinned, SilenceConvNotification, SetConvMark, DeleteConv,
+ClearConversationUnread (GET), QueryConversationList, QueryPeerMsg and
+QueryGroupMsg -- with state per user, the per-Action rate limit, plus test
+controls for seeding state, latency, fault injection and inspecting what
+clients did.
 
 Usage
 -----
@@ -18,6 +21,7 @@ Usage
 The server listens on 127.0.0.1 only; with --port 0 it picks a free port and
 writes it (atomically) to --port-file once listening. SIGTERM and SIGINT make
 it exit cleanly with status 0. ``make_certs.sh DIR`` creates the certificates.
+``test/double-check.py`` is a client test of the double itself.
 
 Endpoints
 ---------
@@ -25,25 +29,49 @@ Endpoints
     The vendor API, JSON body. Gateway errors and business errors are HTTP 200
     with ``{"Code": N, "Message": "...", "RequestId": "..."}``.
 
-    The Actions TestReset, TestConfig, TestFault and TestState are the test
-    controls, signed like any other call (so they prove signing works) but
-    exempt from rate limits, faults and latency and absent from the request log.
+``GET /?Action=ClearConversationUnread&FromUserId=..&ConvId=..&ConvType=..&<public parameters>``
+    The one Action that the vendor documents as GET: its parameters are in the
+    query string next to the signed public parameters, decoded as
+    application/x-www-form-urlencoded (``%XX`` is a UTF-8 byte, ``+`` is a
+    space, so a literal ``+`` must be sent as ``%2B``); a body is ignored.
+    A POST of ClearConversationUnread, a GET of any other Action (the test
+    controls included) answers the gateway's Code 100000007 ("Action is not
+    supported"), as an unknown Action does, after the signature checks.
 
-``POST /_test/reset|config|fault|state``
+    The Actions TestReset, TestConfig, TestFault, TestState and TestSeed are
+    the test controls, POST only, signed like any other call (so they prove
+    signing works) but exempt from rate limits, faults and latency and absent
+    from the request log.
+
+``POST /_test/reset|config|fault|state|seed``
     The same controls without a signature, JSON body (may be empty), for shell
     scripts (``curl --cacert ca.crt -d '{}' https://127.0.0.1:PORT/_test/state``).
-    Bad input is HTTP 400 with Code 2 so that ``curl -f`` fails.
+    Bad input is HTTP 400 with Code 2 so that ``curl -f`` fails (seed also
+    says why, in "Error").
 
-Anything else is HTTP 404 (JSON body).
+Anything else (another path, another method) is HTTP 404 (JSON body).
 
 Test controls
 -------------
-reset   ``{}``: forget users, pins, conversations, nonces, the request log,
-        pending faults and counters; restore LatencyMs 0, the command-line
-        RateLimit and MaxConvs, AsciiJson true and the default Messages. Open
-        connections stay open.
-config  ``{"LatencyMs"?, "RateLimit"?, "MaxConvs"?, "SecretRotated"?,
-        "AsciiJson"?, "Messages"?}``;
+reset   ``{}``: forget users, groups, pins, mutes, marks, conversations,
+        messages, Next cursors, nonces, the request log, pending faults and
+        counters, and restart MsgIds (the first message after a reset is
+        971503777289036701); restore LatencyMs 0, the command-line RateLimit
+        and MaxConvs, MaxMutes 500, NextMode "normal", OmitC2cType true,
+        AsciiJson true and the default Messages. Open connections stay open.
+config  ``{"LatencyMs"?, "RateLimit"?, "MaxConvs"?, "MaxMutes"?, "NextMode"?,
+        "OmitC2cType"?, "SecretRotated"?, "AsciiJson"?, "Messages"?}``;
+        MaxConvs (>= 1) is ConvPinned's ConvList limit; MaxMutes (>= 0, 500
+        by default, as the vendor) is how many one-to-one conversations a user
+        may mute, to reach 660800030 quickly.
+        NextMode is how QueryConversationList, QueryPeerMsg and QueryGroupMsg
+        page: "normal" (default); "stuck": every page, whatever Next it is
+        given (any integer >= 0), is the first page and carries the same
+        non-zero Next; "endless": pages as normal, but where Next would be 0 a
+        new non-zero Next is given, whose pages are empty.
+        OmitC2cType (default true): QueryConversationList's one-to-one entries
+        have no ConvType (the vendor's "absent means 0"); false writes
+        ``"ConvType": 0``.
         SecretRotated true makes every Action but the test controls expect
         another secret (as if it were changed in the console): clients then
         get 100000005, without anyone setting a wrong secret in a session.
@@ -54,6 +82,7 @@ config  ``{"LatencyMs"?, "RateLimit"?, "MaxConvs"?, "SecretRotated"?,
         Messages ``{"<code>": text}`` replaces the double's text for those
         Codes wherever it answers with them (Message, SubMessage), e.g. in
         another script, as the vendor may; ``{}`` restores the defaults.
+        (SetConvMark's small codes 1 keep their fixed texts, see below.)
 fault   ``{"Fault": kind, "Count"?: 1, "Action"?: filter, "Match"?: substring of
         the body, "Code"?, "Message"?, "Ms"?}``
         appends a fault; ``{"Fault": "clear"}`` empties the queue. Kinds:
@@ -68,27 +97,190 @@ fault   ``{"Fault": kind, "Count"?: 1, "Action"?: filter, "Match"?: substring of
         body -- written as UTF-8 bytes exactly as given, then the connection
         is closed; ``"RepeatHeader"``: n adds n bytes of one header line);
         with ``"Base64": true`` the text is base64 of any bytes instead.
-        Every ``POST /`` request whose Action does not
+        Every ``POST /`` or ``GET /`` request whose Action does not
         start with "Test" consumes one count of the first matching fault,
-        before any gateway check.  Connection faults -- conndrop (closed
+        before any gateway check; for a GET, "Match" is looked for in the
+        query string as received and in its decoded form. The answers of
+        code, truncated, oversized, drip and wrongtypes have the ErrorList
+        field whatever the Action (as they always had).  Connection faults -- conndrop (closed
         before the TLS handshake), connreset (reset then), connstall (no
         handshake until the client leaves or "Ms" pass) -- are consumed by
         each new connection instead.
-state   ``{"UserId"?}``: Connections, Requests, RateLimited, MaxInAnyWindow,
-        Config, Faults, and for a UserId: Registered, Pins, PinCount.
+state   ``{"UserId"?, "PeerId"?, "GroupId"?}``: Connections, Requests,
+        RateLimited, MaxInAnyWindow, Config, Faults; for a UserId also
+        Registered, Pins, PinCount, Mutes ``[{ConvId, ConvType}]``, Marks
+        ``[{ConvId, ConvType, Marks: [ascending ints]}]``, Conversations
+        ``[{ConvId, ConvType, UpdateTime, Unread}]`` (all of them, ascending
+        UpdateTime, ConvType always written) and ConversationCount; with a
+        PeerId too, PeerMsgCount (the messages between the two, empty ones
+        included); for a GroupId, GroupExists, Members (in the order they
+        were given) and GroupMsgCount.
+seed    builds state quickly; every part optional, the whole body checked
+        before anything is applied (bad: HTTP 400 / Code 2 and "Error"),
+        then applied in this order::
+
+          {"Users": ["u1", "u2"],
+           "Groups": {"g1": ["u1", "u2"]},
+           "Conversations": [{"UserId": "u1", "ConvId": "u2", "ConvType"?: 0,
+                              "UpdateTime"?: ms, "Unread"?: n}],
+           "GenerateConversations": {"UserId": "u1", "Count": 1200,
+                                     "Prefix"?: "c", "GroupEvery"?: 3,
+                                     "RegisterPeers"?: true, "StartTime"?: ms,
+                                     "StepMs"?: 1000, "Unread"?: 0},
+           "PeerMsgs": [{"From": "u1", "To": "u2", "MsgType"?: 1,
+                         "SubMsgType"?: 0, "MsgBody"?: text,
+                         "Media"?: {...}, "Payload"?: "", "IsEmpty"?: 0,
+                         "MsgTime"?: ms}],
+           "GroupMsgs": [{"GroupId": "g1", "From": "u1", ...the same}],
+           "GenerateMessages": {"From": "u1", "To": "u2" | "GroupId": "g1",
+                                "Count": 250, "MediaEvery"?: 5,
+                                "RecalledEvery"?: 7, "DeletedEvery"?: 0}}
+
+        Users registers those not yet registered (UserName = the id, no
+        avatar).  Groups creates each group or replaces its member list (no
+        one is registered by it, and no conversation is created).
+        Conversations creates or updates the user's conversation (UpdateTime
+        defaults to now, Unread to 0; given values replace the stored ones).
+        GenerateConversations (an object or a list of them) gives UserId
+        Count conversations named Prefix + 1, 2, ... Count; every GroupEvery-th
+        (0: none) is a group (ConvType 2), which is created if missing with
+        UserId added to its members; the others are one-to-one, whose peers
+        are registered unless RegisterPeers is false.  Conversation i gets
+        UpdateTime StartTime + (i-1) * StepMs (StartTime defaults to now minus
+        Count * StepMs), so Prefix+Count is the latest, and Unread.
+        PeerMsgs and GroupMsgs add messages; a group message needs an
+        existing group (or one of this seed); its sender need not be a member.
+        MsgType is 1 (text), 10..14 (media) or 200 (custom); SubMsgType
+        0..200.  A media message takes "Media" (any JSON), which the double
+        URL-encodes into MsgBody (see Choices), or a "MsgBody" that is sent as
+        given (for hostile bodies), or neither: then a body of the double's
+        own for that type.  Text and custom messages take MsgBody (default
+        "") and no Media.  IsEmpty 1 (deleted) or 2 (recalled) stores the
+        message with MsgBody and Payload "".  MsgTime defaults to now, kept
+        increasing.  GenerateMessages (an object or a list of them) adds
+        Count messages from From: the n-th (1-based) is text "message n"
+        unless n is a multiple of MediaEvery (then media, cycling 11, 12, 13,
+        14, 10, with the double's own bodies), recalled if n is a multiple of
+        RecalledEvery, else deleted if one of DeletedEvery (0 or absent:
+        never).  Every message makes or updates the conversation of its sender
+        and of its receiver(s) -- for a group, the sender and every member --
+        with UpdateTime = MsgTime, and adds 1 to the receivers' Unread unless
+        it is empty.  The answer is ``{"Code": 0, ..., "MsgIds": [...]}``, the
+        ids given to the seeded messages in order.
+
+The Actions and their state
+---------------------------
+Every Action but UserRegister and QueryGroupMsg (which have none) checks
+FromUserId like ConvPinned: 660000002 for a bad one, 660500002 for an
+unregistered one, after the body's other checks.  Conversation ids are 1..32
+bytes; ConvType 0 or 2.  The business answers of a whole-call failure (bad
+input, unregistered, rate limited) carry the Action's failure list, empty:
+ErrorList (UserRegister, ConvPinned, SilenceConvNotification) or FailList
+(SetConvMark); the other Actions have none, and neither have the gateway's
+answers.
+
+UserRegister, ConvPinned
+    As they always were: partial success, ``ErrorList`` entries
+    ``{UserId | ConvId, ConvType, SubCode, SubMessage}``; all failed: Code =
+    the first entry's SubCode.  ConvPinned also remembers each conversation
+    with a valid id and type for the user (see "touch" below), failed or not.
+SilenceConvNotification ``{FromUserId, ConvType, ConvIds (1..10), Enable}``
+    Per id in order: group: 660600001 if it does not exist, 660600024 if
+    FromUserId is not a member; one-to-one: 660700015 if the peer is not
+    registered; then 660800051 (Enable true, already muted) or 660800052
+    (false, not muted); then, muting one-to-one, 660800030 if the user
+    already has MaxMutes of them; else the mute changes and the conversation
+    is touched.  ``ErrorList: [{ConvId, SubCode, SubMessage}]`` (no ConvType).
+    Code 0 if at least one id changed; otherwise every id is listed and Code
+    is the first entry's SubCode -- so a call whose peers are all
+    unregistered answers 660700015, and a call whose ids all were already
+    in the requested state answers 660800051/660800052 with every id listed.
+    A bad body (ids not all valid, more than 10, no Enable) fails the whole
+    call: 660000002.  Groups have no mute cap.
+SetConvMark ``{FromUserId, ConvMarkInfoList: [{UserId, SetMarkC2c?,
+    SetMarkGroup?, Action}]}``
+    1..100 entries; each map ``{"<conv id>": {"MarkContent": m}}`` at most
+    100 conversations; an entry needs at least one conversation; anything else
+    malformed (UserId not a valid id, a map or map value not an object,
+    Action not a boolean, a bad conv id) fails the whole call: 660000002.
+    Entries are applied in order, each on its own (two entries for the same
+    UserId: the second sees the first's effect, and each has its own
+    FailList entry).  An unregistered UserId: ``{UserId, SubCode: 1,
+    SubMessage: "user not exist"}`` with no inner list.  Otherwise each
+    conversation (SetMarkC2c first, ConvType 0, then SetMarkGroup, 2, in map
+    order): MarkContent not an integer 1..30: inner ``{ConvId, ConvType, Code:
+    1, Message: "mark content is invalid"}``; else Action true adds the mark
+    (a conversation carries a set of marks, at most the 30 possible ones; a
+    mark already set is success) and touches the conversation, false removes
+    it (one not set is success).  The peer or group is not checked.  An entry
+    with inner failures is ``{UserId, SubCode: 0, FailList}`` if some of its
+    conversations succeeded, ``{UserId, SubCode: 660800054, SubMessage,
+    FailList}`` if none did; entries without failure are not listed.  Code 0
+    if any mark operation succeeded, else 660800054 with every entry listed.
+DeleteConv ``{FromUserId, ConvId, ConvType}``
+    Removes that conversation (its UpdateTime and Unread) for that user only;
+    others keep theirs.  Deleting a conversation that does not exist answers
+    Code 0 (the requested state holds).  Messages, pins, mutes and marks stay;
+    a later message, pin, mute or mark brings the conversation back.
+ClearConversationUnread (GET: FromUserId, ConvId, ConvType)
+    Sets the conversation's Unread to 0.  660800002 if the user has no such
+    conversation or it is not among the user's latest 1000 (by UpdateTime).
+    A parameter missing, given twice or invalid: 660000002.
+QueryConversationList ``{FromUserId, Limit?, Next?}``
+    Limit: absent 100, <= 0 becomes 100, > 500 becomes 500 (not an integer:
+    660000002).  Only the user's latest 1000 conversations (by UpdateTime) are
+    listed, in ascending UpdateTime: ``List: [{ConvId, ConvType, UpdateTime}]``
+    with ConvType absent for one-to-one entries (OmitC2cType).  TotalCount is
+    the number of all the user's conversations, even beyond the 1000 that List
+    reaches.  Groups are never disbanded in the double, so every group
+    conversation is listed.
+QueryPeerMsg ``{FromUserId, ToUserId, Limit?, Next?, WithEmptyMsg?}``,
+QueryGroupMsg ``{GroupId, Limit?, Next?, WithEmptyMsg?}``
+    Limit: absent 10, <= 0 becomes 10, > 100 becomes 100 (the vendor is silent:
+    the conversation list's rule).  WithEmptyMsg 0 (default) or 1 (else
+    660000002); 0 leaves out deleted (IsEmpty 1) and recalled (IsEmpty 2)
+    messages, and Limit counts the messages returned.  QueryPeerMsg returns
+    the messages between the two users, both ways (ToUserId need not be
+    registered); QueryGroupMsg 660600001 if the group does not exist.
+    ``List`` newest first, each ``{Sender, MsgType, SubMsgType, MsgBody, MsgId,
+    MsgSeq, Payload, MsgTime, IsEmpty}``; no TotalCount.
+Next (all three)
+    0 asks for the first page; an answer's Next is 0 on the last page, else
+    an opaque cursor: a random integer in 1..2^53-1 that the double maps to
+    the position after the page's last entry (not an offset: a client cannot
+    compute one).  A Next that the double did not give for the same Action
+    and the same user (QueryPeerMsg: the same FromUserId and ToUserId;
+    QueryGroupMsg: the same GroupId) answers 660000002.  Cursors stay valid
+    until reset (the oldest of more than 100000 is forgotten) and survive
+    changes: the next page continues after the position, so an entry that
+    moved past it (a conversation with a new message) shows up again, and a
+    deleted one is not shown.
+Touch
+    A conversation is "touched" for a user by ConvPinned (every item with a
+    valid id and type), a SilenceConvNotification that changes it, and a
+    SetConvMark that sets a mark: if the user does not have it, it is created
+    with UpdateTime now and Unread 0; an existing one is left as it is (a
+    setting is not a message; only messages and seed move UpdateTime).
 
 Choices where the vendor is silent
 ----------------------------------
-* Requests lists every ``POST /`` call whose Action does not start with
-  "Test" -- including those refused by the gateway, rate-limited or faulted --
-  with the time of receipt (T, time.monotonic) and the connection it came on.
+* Requests lists every ``POST /`` and ``GET /`` call whose Action does not
+  start with "Test" -- including those refused by the gateway, rate-limited or
+  faulted -- with the time of receipt (T, time.monotonic), the connection it
+  came on, Method ("POST"/"GET"), User (FromUserId, from the body or for a GET
+  the query string; None for QueryGroupMsg) and Convs (how many conversations
+  it names: ConvPinned's ConvList, SilenceConvNotification's ConvIds,
+  SetConvMark's maps together, 1 for DeleteConv and ClearConversationUnread;
+  None for the others or a malformed body).
   MaxInAnyWindow counts these per Action in any sliding 1 s window.
 * Connection ids are unique for the life of the process (1, 2, 3, ...), so a
   connection opened before a reset is never confused with one opened after
   it; Connections counts the connections accepted since the last reset.
 * Every SignatureNonce received since the last reset counts as seen, even
   from a faulted or refused request: a client must re-sign every retry.
-* Rate limiting uses a sliding 1 s window per Action over accepted calls.
+* Rate limiting uses a sliding 1 s window per Action over accepted calls;
+  every Action has its own (RateLimit calls each).  Over it: 660700001 for
+  UserRegister, 660300005 for every other Action.
 * LatencyMs is slept after the call is processed, before the answer is sent
   (the state change happens even if the client gives up waiting).
 * The "nonjson" fault is sent as Content-Type application/json; the http500
@@ -97,6 +289,24 @@ Choices where the vendor is silent
   come on the wire: the vendor writes "32 characters", and zim_pin's
   contract holds them to 32 bytes, the stricter reading.  A user id's
   characters are all ASCII, so for it the two readings agree.
+* MsgIds are 971503777289036700 + n for the n-th message since reset (all
+  beyond 2^53, written as exact JSON integers); MsgSeq counts 1, 2, ... per
+  conversation; MsgTime (ms) is now, or one more than the last message's if
+  that is not later.  Ordering (newest first) is by MsgSeq.
+* A media MsgBody is ``urllib.parse.quote(json.dumps(media,
+  ensure_ascii=False, separators=(",", ":")), safe="")``: UTF-8, every byte
+  but ``A-Z a-z 0-9 _ . - ~`` as %XX (what encodeURIComponent gives, save
+  ``! ' ( ) *``).  The double's own media bodies: 11 image {FileName,
+  FileSize, FileMd5, FileUrl, ThumbnailUrl, LargeImageUrl, OriginalImageWidth,
+  OriginalImageHeight}, 12 file {FileName, FileSize, FileMd5, FileUrl}, 13
+  audio (+ AudioDuration), 14 video (+ VideoDuration, VideoFirstFrameUrl,
+  VideoFirstFrameWidth, VideoFirstFrameHeight), 10 combined {Title, Summary,
+  multi_msg: [{MsgType, MsgBody}, ...]}; their file names hold a space,
+  ``& % + #`` and text beyond ASCII.  The field names are the double's: the
+  vendor lists what a body holds, not how it is spelled.
+* An unsupported method (a POST of ClearConversationUnread, a GET of another
+  Action) answers 100000007, checked where an unknown Action is: after the
+  signature, before the body.
 """
 
 from __future__ import annotations
@@ -122,16 +332,22 @@ import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, unquote_plus, urlsplit
 
 # ---------------------------------------------------------------------------
 # Constants
 # ---------------------------------------------------------------------------
 
-REAL_ACTIONS = ("UserRegister", "ConvPinned", "QueryConversationList",
-                "SilenceConvNotification")
+REAL_ACTIONS = ("UserRegister", "ConvPinned", "SilenceConvNotification",
+                "SetConvMark", "DeleteConv", "ClearConversationUnread",
+                "QueryConversationList", "QueryPeerMsg", "QueryGroupMsg")
+# The method of each Action; the others, and the test controls, are POST.
+ACTION_METHODS = {"ClearConversationUnread": "GET"}
+# The failure list of the partial-success Actions (empty in a whole-call failure)
+FAILURE_LISTS = {"UserRegister": "ErrorList", "ConvPinned": "ErrorList",
+                 "SilenceConvNotification": "ErrorList", "SetConvMark": "FailList"}
 TEST_ACTIONS = {"TestReset": "reset", "TestConfig": "config",
-                "TestFault": "fault", "TestState": "state"}
+                "TestFault": "fault", "TestState": "state", "TestSeed": "seed"}
 FAULT_KINDS = ("hang", "reset", "http500", "http503", "nonjson", "truncated",
                "oversized", "wrongtypes", "code", "slow", "raw", "body",
                "drip", "stall", "vanish")
@@ -140,6 +356,21 @@ CONN_FAULT_KINDS = ("conndrop", "connreset", "connstall")
 
 MAX_PINS = 100                   # per user, fixed by the vendor
 MAX_SILENCE_CONVS = 10           # ConvIds per SilenceConvNotification
+MAX_MUTES = 500                  # one-to-one mutes per user (config MaxMutes)
+MAX_MARK_ENTRIES = 100           # ConvMarkInfoList entries per SetConvMark
+MAX_MARK_CONVS = 100             # conversations per SetMarkC2c / SetMarkGroup
+MAX_MARK = 30                    # MarkContent is 1..MAX_MARK
+LATEST_CONVS = 1000              # what QueryConversationList and
+                                 # ClearConversationUnread reach
+CONV_LIST_LIMIT = (100, 500)     # QueryConversationList Limit: default, max
+MSG_LIST_LIMIT = (10, 100)       # QueryPeerMsg / QueryGroupMsg Limit
+FIRST_MSG_ID = 971503777289036700  # MsgIds are this + n (beyond 2^53)
+MAX_CURSORS = 100000             # Next cursors remembered (oldest forgotten)
+MEDIA_TYPES = (10, 11, 12, 13, 14)
+MEDIA_CYCLE = (11, 12, 13, 14, 10)  # GenerateMessages' media types in turn
+MSG_TYPES = (1, 200) + MEDIA_TYPES
+NEXT_MODES = ("normal", "stuck", "endless")
+MAX_SEED_COUNT = 100000          # Count of a Generate* seed
 MAX_REGISTER_USERS = 100         # UserInfo items per UserRegister
 TIMESTAMP_TOLERANCE = 600        # seconds of clock error accepted
 HANG_SECONDS = 120               # longest a "hang" fault keeps a connection
@@ -188,7 +419,20 @@ MESSAGES = {
     660700002: "user already exists",
     660800001: "the peer user of the one-to-one conversation is not registered",
     660800048: "the pinned conversation count would exceed the limit",
+    660600001: "the group does not exist",
+    660600009: "failed to query the group",
+    660600024: "the user is not a member of the group",
+    660700015: "the peer user is not registered",
+    660800002: "the conversation does not exist",
+    660800030: "the muted conversation count would exceed the limit",
+    660800051: "the conversation is already muted, no action needed",
+    660800052: "the conversation is already unmuted, no action needed",
+    660800053: "query failed",
+    660800054: "all mark operations failed",
 }
+# SetConvMark's small codes, fixed texts (code 1 of MESSAGES is the gateway's)
+MARK_INVALID = "mark content is invalid"
+USER_NOT_EXIST = "user not exist"
 
 # Errors that only mean "the client went away"; they are swallowed quietly.
 CLIENT_GONE = (ConnectionError, TimeoutError, ssl.SSLError, OSError)
@@ -247,6 +491,35 @@ def max_in_any_window(times: list[float]) -> int:
     return best
 
 
+def encode_media(media) -> str:
+    """A media message's MsgBody: its JSON, URL-encoded (UTF-8, every byte but
+    A-Z a-z 0-9 _ . - ~ as %XX)."""
+    return quote(json.dumps(media, ensure_ascii=False, separators=(",", ":")),
+                 safe="")
+
+
+def default_media(msg_type: int, n: int) -> dict:
+    """The double's own media body of type `msg_type` for the n-th message."""
+    if msg_type == 10:
+        return {"Title": f"combined {n}", "Summary": "a & b: 2 messages",
+                "multi_msg": [{"MsgType": 1, "MsgBody": f"first of {n}"},
+                              {"MsgType": 1, "MsgBody": "second, été 100% + #1"}]}
+    ext = {11: "jpg", 12: "pdf", 13: "m4a", 14: "mp4"}[msg_type]
+    name = f"file {n} \u00e9t\u00e9 & 100% + #{n}.{ext}"
+    url = "https://media.example.com/" + quote(f"{n}/{name}")
+    media = {"FileName": name, "FileSize": 1000 + n,
+             "FileMd5": hashlib.md5(name.encode()).hexdigest(), "FileUrl": url}
+    if msg_type == 11:
+        media.update(ThumbnailUrl=url + "?thumb", LargeImageUrl=url + "?large",
+                     OriginalImageWidth=1920, OriginalImageHeight=1080)
+    elif msg_type == 13:
+        media["AudioDuration"] = n % 60 + 1
+    elif msg_type == 14:
+        media.update(VideoDuration=n % 600 + 1, VideoFirstFrameUrl=url + "?frame",
+                     VideoFirstFrameWidth=1280, VideoFirstFrameHeight=720)
+    return media
+
+
 # ---------------------------------------------------------------------------
 # State
 # ---------------------------------------------------------------------------
@@ -266,8 +539,23 @@ class State:
 
     def reset(self) -> None:
         self.users: dict[str, dict] = {}              # UserId -> UserInfo
+        self.groups: dict[str, dict] = {}             # GroupId -> {member: None}
         self.pins: dict[str, dict] = {}               # UserId -> {(ConvId, ConvType): None}
-        self.convs: dict[str, dict] = {}              # UserId -> {(ConvId, ConvType): ms}
+        self.mutes: dict[str, dict] = {}              # UserId -> {(ConvId, ConvType): None}
+        self.marks: dict[str, dict] = {}              # UserId -> {(ConvId, ConvType): {mark}}
+        # UserId -> {(ConvId, ConvType): {"UpdateTime": ms, "Unread": n, "Seq": n}};
+        # Seq breaks ties of UpdateTime (the later write sorts later)
+        self.convs: dict[str, dict] = {}
+        self.conv_seq = 0
+        self.peer_msgs: dict[tuple, list] = {}        # sorted (a, b) -> messages, oldest first
+        self.group_msgs: dict[str, list] = {}         # GroupId -> messages, oldest first
+        self.last_msg_id = FIRST_MSG_ID
+        self.last_msg_time = 0
+        self.cursors: dict[int, dict] = {}            # Next -> {Action, Scope, Pos}
+        self.stuck_next = self.new_token()            # NextMode "stuck"
+        self.max_mutes = MAX_MUTES
+        self.next_mode = "normal"
+        self.omit_c2c_type = True
         self.nonces: set[str] = set()
         self.requests: list[dict] = []                # log of non-Test requests
         self.faults: list[dict] = []
@@ -322,14 +610,132 @@ class State:
         return True
 
     def touch_conv(self, user: str, key: tuple) -> None:
-        """Remember a conversation of `user`, keeping first-seen order (locked)."""
-        self.convs.setdefault(user, {})[key] = now_ms()
+        """Create `user`'s conversation `key` if missing, UpdateTime now; an
+        existing one is left alone (locked)."""
+        if key not in self.convs.get(user, {}):
+            self.set_conv(user, key, now_ms())
+
+    def set_conv(self, user: str, key: tuple, update_time: int | None = None,
+                 unread: int | None = None, add_unread: int = 0) -> None:
+        """Create or update `user`'s conversation `key` (locked)."""
+        rec = self.convs.setdefault(user, {}).setdefault(
+            key, {"UpdateTime": now_ms(), "Unread": 0, "Seq": 0})
+        if update_time is not None:
+            rec["UpdateTime"] = update_time
+        if unread is not None:
+            rec["Unread"] = unread
+        rec["Unread"] += add_unread
+        self.conv_seq += 1
+        rec["Seq"] = self.conv_seq
+
+    def sorted_convs(self, user: str) -> list:
+        """[(key, record)] of `user`, ascending UpdateTime (locked)."""
+        return sorted(self.convs.get(user, {}).items(),
+                      key=lambda kv: (kv[1]["UpdateTime"], kv[1]["Seq"]))
+
+    def is_latest_conv(self, user: str, key: tuple) -> bool:
+        """Is `key` among `user`'s LATEST_CONVS latest conversations (locked)?"""
+        convs = self.convs.get(user, {})
+        rec = convs.get(key)
+        if rec is None:
+            return False
+        mine = (rec["UpdateTime"], rec["Seq"])
+        later = sum(1 for r in convs.values() if (r["UpdateTime"], r["Seq"]) > mine)
+        return later < LATEST_CONVS
+
+    # -- messages ----------------------------------------------------------
+
+    def add_msg(self, msgs: list, sender: str, msg_type: int, sub_type: int,
+                body: str, payload: str, is_empty: int, msg_time: int | None) -> dict:
+        """Append a message to the conversation `msgs` (locked)."""
+        self.last_msg_id += 1
+        if msg_time is None:
+            msg_time = max(now_ms(), self.last_msg_time + 1)
+        self.last_msg_time = max(self.last_msg_time, msg_time)
+        if is_empty:
+            body = payload = ""
+        msg = {"Sender": sender, "MsgType": msg_type, "SubMsgType": sub_type,
+               "MsgBody": body, "MsgId": self.last_msg_id, "MsgSeq": len(msgs) + 1,
+               "Payload": payload, "MsgTime": msg_time, "IsEmpty": is_empty}
+        msgs.append(msg)
+        return msg
+
+    def add_peer_msg(self, sender: str, to: str, **kw) -> dict:
+        msgs = self.peer_msgs.setdefault(tuple(sorted((sender, to))), [])
+        msg = self.add_msg(msgs, sender, **kw)
+        self.set_conv(sender, (to, 0), msg["MsgTime"])
+        if to != sender:
+            self.set_conv(to, (sender, 0), msg["MsgTime"], add_unread=0 if msg["IsEmpty"] else 1)
+        return msg
+
+    def add_group_msg(self, group: str, sender: str, **kw) -> dict:
+        msg = self.add_msg(self.group_msgs.setdefault(group, []), sender, **kw)
+        for member in [sender] + [m for m in self.groups.get(group, {}) if m != sender]:
+            unread = 0 if member == sender or msg["IsEmpty"] else 1
+            self.set_conv(member, (group, 2), msg["MsgTime"], add_unread=unread)
+        return msg
+
+    # -- Next cursors ------------------------------------------------------
+
+    def new_token(self) -> int:
+        """A fresh opaque Next: random in 1..2^53-1, never 0 (locked)."""
+        while True:
+            token = secrets.randbelow((1 << 53) - 1) + 1
+            if token not in getattr(self, "cursors", {}):
+                return token
+
+    def page(self, action: str, scope, nxt: int, items: list, keys: list,
+             limit: int) -> tuple[list, int] | None:
+        """One page of `items` (in answer order; `keys` increase along it).
+        Returns (page, Next), or None for a Next that is not ours (locked)."""
+        if self.next_mode == "stuck":
+            return items[:limit], self.stuck_next
+        pos = None
+        if nxt:
+            cur = self.cursors.get(nxt)
+            if cur is None or cur["Action"] != action or cur["Scope"] != scope:
+                return None
+            pos = cur["Pos"]
+        start = 0 if pos is None else bisect.bisect_right(keys, pos)
+        page = items[start:start + limit]
+        end = start + len(page)
+        if end >= len(items) and self.next_mode == "normal":
+            return page, 0
+        token = self.new_token()
+        self.cursors[token] = {"Action": action, "Scope": scope,
+                               "Pos": keys[end - 1] if page else pos}
+        if len(self.cursors) > MAX_CURSORS:
+            del self.cursors[next(iter(self.cursors))]
+        return page, token
 
 
 # ---------------------------------------------------------------------------
 # The Actions. Each takes (state, body dict) and returns a response dict
 # without RequestId. They run with state.lock held.
 # ---------------------------------------------------------------------------
+
+def count_convs(action: str, body: dict | None) -> int | None:
+    """How many conversations a POST body names (the request log's Convs)."""
+    if body is None:
+        return None
+    if action == "ConvPinned":
+        v = body.get("ConvList")
+    elif action == "SilenceConvNotification":
+        v = body.get("ConvIds")
+    elif action == "DeleteConv":
+        return 1
+    elif action == "SetConvMark":
+        entries = body.get("ConvMarkInfoList")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            return None
+        maps = [e.get(f) for e in entries for f in ("SetMarkC2c", "SetMarkGroup")]
+        if not all(m is None or isinstance(m, dict) for m in maps):
+            return None
+        return sum(len(m) for m in maps if m)
+    else:
+        return None
+    return len(v) if isinstance(v, list) else None
+
 
 def whole_call(code: int, **extra) -> dict:
     return {"Code": code, "Message": message(code), **extra}
@@ -397,22 +803,6 @@ def act_conv_pinned(st: State, body: dict) -> dict:
             "ErrorList": errors}
 
 
-def act_query_conversation_list(st: State, body: dict) -> dict:
-    user, limit, nxt = body.get("FromUserId"), body.get("Limit", 100), body.get("Next", 0)
-    if (not valid_user_id(user) or not is_int(limit) or not 1 <= limit <= 500
-            or not is_int(nxt) or nxt < 0):
-        return whole_call(660000002)
-    if user not in st.users:
-        return whole_call(660500002)
-    items = list(st.convs.get(user, {}).items())
-    page = items[nxt:nxt + limit]
-    end = nxt + len(page)
-    return {"Code": 0, "Message": "success", "TotalCount": len(items),
-            "Next": end if end < len(items) else 0,
-            "List": [{"ConvId": c, "ConvType": t, "UpdateTime": ms}
-                     for (c, t), ms in page]}
-
-
 def act_silence_conv_notification(st: State, body: dict) -> dict:
     user, ctype = body.get("FromUserId"), body.get("ConvType")
     ids, enable = body.get("ConvIds"), body.get("Enable")
@@ -423,15 +813,215 @@ def act_silence_conv_notification(st: State, body: dict) -> dict:
         return whole_call(660000002, ErrorList=[])
     if user not in st.users:
         return whole_call(660500002, ErrorList=[])
-    return {"Code": 0, "Message": "success", "ErrorList": []}
+    mutes = st.mutes.setdefault(user, {})
+    errors, changed = [], 0
+    for cid in ids:
+        key = (cid, ctype)
+        if ctype == 2 and cid not in st.groups:
+            sub = 660600001
+        elif ctype == 2 and user not in st.groups[cid]:
+            sub = 660600024
+        elif ctype == 0 and cid not in st.users:
+            sub = 660700015
+        elif enable and key in mutes:
+            sub = 660800051
+        elif not enable and key not in mutes:
+            sub = 660800052
+        elif enable and ctype == 0 and sum(1 for _, t in mutes if t == 0) >= st.max_mutes:
+            sub = 660800030
+        else:
+            if enable:
+                mutes[key] = None
+            else:
+                del mutes[key]
+            st.touch_conv(user, key)
+            changed += 1
+            continue
+        errors.append({"ConvId": cid, "SubCode": sub, "SubMessage": message(sub)})
+    if changed:
+        return {"Code": 0, "Message": "success", "ErrorList": errors}
+    first = errors[0]["SubCode"]
+    return {"Code": first, "Message": "all conversations failed: " + message(first),
+            "ErrorList": errors}
+
+
+def mark_maps(entry) -> list | None:
+    """[(ConvType, {conv id: spec})] of a ConvMarkInfoList entry, or None if
+    the entry is malformed (a whole-call 660000002)."""
+    if (not isinstance(entry, dict) or not valid_user_id(entry.get("UserId"))
+            or not isinstance(entry.get("Action"), bool)):
+        return None
+    maps, total = [], 0
+    for ctype, field in ((0, "SetMarkC2c"), (2, "SetMarkGroup")):
+        m = entry.get(field)
+        if m is None:
+            continue
+        if (not isinstance(m, dict) or len(m) > MAX_MARK_CONVS
+                or not all(valid_conv_id(c) and isinstance(v, dict) for c, v in m.items())):
+            return None
+        maps.append((ctype, m))
+        total += len(m)
+    return maps if total else None
+
+
+def act_set_conv_mark(st: State, body: dict) -> dict:
+    user, entries = body.get("FromUserId"), body.get("ConvMarkInfoList")
+    if (not valid_user_id(user) or not isinstance(entries, list)
+            or not 1 <= len(entries) <= MAX_MARK_ENTRIES):
+        return whole_call(660000002, FailList=[])
+    all_maps = [mark_maps(e) for e in entries]
+    if any(m is None for m in all_maps):
+        return whole_call(660000002, FailList=[])
+    if user not in st.users:
+        return whole_call(660500002, FailList=[])
+    fails, done = [], 0
+    for entry, maps in zip(entries, all_maps):
+        uid, setting = entry["UserId"], entry["Action"]
+        if uid not in st.users:
+            fails.append({"UserId": uid, "SubCode": 1, "SubMessage": USER_NOT_EXIST})
+            continue
+        marks = st.marks.setdefault(uid, {})
+        inner, ok = [], 0
+        for ctype, m in maps:
+            for cid, spec in m.items():
+                mark, key = spec.get("MarkContent"), (cid, ctype)
+                if not is_int(mark) or not 1 <= mark <= MAX_MARK:
+                    inner.append({"ConvId": cid, "ConvType": ctype, "Code": 1,
+                                  "Message": MARK_INVALID})
+                    continue
+                if setting:
+                    marks.setdefault(key, set()).add(mark)
+                    st.touch_conv(uid, key)
+                elif key in marks:
+                    marks[key].discard(mark)
+                    if not marks[key]:
+                        del marks[key]
+                ok += 1
+        done += ok
+        if inner and ok:
+            fails.append({"UserId": uid, "SubCode": 0, "FailList": inner})
+        elif inner:
+            fails.append({"UserId": uid, "SubCode": 660800054,
+                          "SubMessage": message(660800054), "FailList": inner})
+    code = 0 if done else 660800054
+    return {"Code": code, "Message": message(code), "FailList": fails}
+
+
+def act_delete_conv(st: State, body: dict) -> dict:
+    user, cid, ctype = body.get("FromUserId"), body.get("ConvId"), body.get("ConvType")
+    if (not valid_user_id(user) or not valid_conv_id(cid)
+            or not is_int(ctype) or ctype not in (0, 2)):
+        return whole_call(660000002)
+    if user not in st.users:
+        return whole_call(660500002)
+    st.convs.get(user, {}).pop((cid, ctype), None)      # missing: Code 0 all the same
+    return whole_call(0)
+
+
+def act_clear_conversation_unread(st: State, query: dict) -> dict:
+    """GET: `query` is the parsed query string (name -> [values])."""
+    vals = [query.get(k, []) for k in ("FromUserId", "ConvId", "ConvType")]
+    if any(len(v) != 1 for v in vals):
+        return whole_call(660000002)
+    user, cid, ctype = (v[0] for v in vals)
+    if not valid_user_id(user) or not valid_conv_id(cid) or ctype not in ("0", "2"):
+        return whole_call(660000002)
+    if user not in st.users:
+        return whole_call(660500002)
+    key = (cid, int(ctype))
+    if not st.is_latest_conv(user, key):
+        return whole_call(660800002)
+    st.convs[user][key]["Unread"] = 0
+    return whole_call(0)
+
+
+def page_limit(limit, default_max: tuple[int, int]) -> int | None:
+    """A Limit as the vendor reads it: absent or <= 0 the default, over the
+    maximum the maximum; None if it is not an integer."""
+    default, most = default_max
+    if limit is None:
+        return default
+    if not is_int(limit):
+        return None
+    return default if limit <= 0 else min(limit, most)
+
+
+def act_query_conversation_list(st: State, body: dict) -> dict:
+    user, nxt = body.get("FromUserId"), body.get("Next", 0)
+    limit = page_limit(body.get("Limit"), CONV_LIST_LIMIT)
+    if not valid_user_id(user) or limit is None or not is_int(nxt) or nxt < 0:
+        return whole_call(660000002)
+    if user not in st.users:
+        return whole_call(660500002)
+    convs = st.sorted_convs(user)
+    latest = convs[-LATEST_CONVS:]
+    keys = [(r["UpdateTime"], r["Seq"]) for _, r in latest]
+    got = st.page("QueryConversationList", user, nxt, latest, keys, limit)
+    if got is None:
+        return whole_call(660000002)
+    page, nxt = got
+    items = []
+    for (cid, ctype), rec in page:
+        item = {"ConvId": cid, "ConvType": ctype, "UpdateTime": rec["UpdateTime"]}
+        if ctype == 0 and st.omit_c2c_type:
+            del item["ConvType"]
+        items.append(item)
+    return {"Code": 0, "Message": "success", "TotalCount": len(convs),
+            "Next": nxt, "List": items}
+
+
+def query_msgs(st: State, action: str, scope, msgs: list, nxt: int, limit: int,
+               with_empty: int) -> dict:
+    """A page of `msgs` (oldest first), newest first."""
+    items = [m for m in reversed(msgs) if with_empty or m["IsEmpty"] == 0]
+    got = st.page(action, scope, nxt, items, [-m["MsgSeq"] for m in items], limit)
+    if got is None:
+        return whole_call(660000002)
+    page, nxt = got
+    return {"Code": 0, "Message": "success", "Next": nxt, "List": [dict(m) for m in page]}
+
+
+def msg_paging(body: dict) -> tuple | None:
+    """(Next, Limit, WithEmptyMsg) of a message query, None if malformed."""
+    nxt, empty = body.get("Next", 0), body.get("WithEmptyMsg", 0)
+    limit = page_limit(body.get("Limit"), MSG_LIST_LIMIT)
+    if (limit is None or not is_int(nxt) or nxt < 0
+            or not is_int(empty) or empty not in (0, 1)):
+        return None
+    return nxt, limit, empty
+
+
+def act_query_peer_msg(st: State, body: dict) -> dict:
+    user, peer, paging = body.get("FromUserId"), body.get("ToUserId"), msg_paging(body)
+    if not valid_user_id(user) or not valid_user_id(peer) or paging is None:
+        return whole_call(660000002)
+    if user not in st.users:
+        return whole_call(660500002)
+    msgs = st.peer_msgs.get(tuple(sorted((user, peer))), [])
+    return query_msgs(st, "QueryPeerMsg", (user, peer), msgs, *paging)
+
+
+def act_query_group_msg(st: State, body: dict) -> dict:
+    group, paging = body.get("GroupId"), msg_paging(body)
+    if not valid_conv_id(group) or paging is None:
+        return whole_call(660000002)
+    if group not in st.groups:
+        return whole_call(660600001)
+    return query_msgs(st, "QueryGroupMsg", group, st.group_msgs.get(group, []), *paging)
 
 
 ACTIONS = {
     "UserRegister": act_user_register,
     "ConvPinned": act_conv_pinned,
-    "QueryConversationList": act_query_conversation_list,
     "SilenceConvNotification": act_silence_conv_notification,
+    "SetConvMark": act_set_conv_mark,
+    "DeleteConv": act_delete_conv,
+    "ClearConversationUnread": act_clear_conversation_unread,
+    "QueryConversationList": act_query_conversation_list,
+    "QueryPeerMsg": act_query_peer_msg,
+    "QueryGroupMsg": act_query_group_msg,
 }
+assert tuple(ACTIONS) == REAL_ACTIONS
 
 
 # ---------------------------------------------------------------------------
@@ -449,8 +1039,12 @@ def ctl_config(st: State, body: dict) -> tuple[bool, dict]:
     lat, rate, maxc = body.get("LatencyMs"), body.get("RateLimit"), body.get("MaxConvs")
     rotated, ascii_json = body.get("SecretRotated"), body.get("AsciiJson")
     texts = body.get("Messages")
+    mutes, mode, omit = body.get("MaxMutes"), body.get("NextMode"), body.get("OmitC2cType")
     if ((rotated is not None and not isinstance(rotated, bool))
-            or (ascii_json is not None and not isinstance(ascii_json, bool))):
+            or (ascii_json is not None and not isinstance(ascii_json, bool))
+            or (omit is not None and not isinstance(omit, bool))
+            or (mutes is not None and (not is_int(mutes) or mutes < 0))
+            or (mode is not None and mode not in NEXT_MODES)):
         return False, whole_call(2)
     if texts is not None and (
             not isinstance(texts, dict)
@@ -472,6 +1066,12 @@ def ctl_config(st: State, body: dict) -> tuple[bool, dict]:
             st.secret_rotated = rotated
         if ascii_json is not None:
             st.ascii_json = ascii_json
+        if mutes is not None:
+            st.max_mutes = mutes
+        if mode is not None:
+            st.next_mode = mode
+        if omit is not None:
+            st.omit_c2c_type = omit
         if texts is not None:
             MESSAGE_OVERRIDES.clear()
             MESSAGE_OVERRIDES.update({int(k): v for k, v in texts.items()})
@@ -530,8 +1130,8 @@ def ctl_fault(st: State, body: dict) -> tuple[bool, dict]:
 
 
 def ctl_state(st: State, body: dict) -> tuple[bool, dict]:
-    user = body.get("UserId")
-    if user is not None and not isinstance(user, str):
+    user, peer, group = body.get("UserId"), body.get("PeerId"), body.get("GroupId")
+    if any(v is not None and not isinstance(v, str) for v in (user, peer, group)):
         return False, whole_call(2)
     with st.lock:
         requests = [dict(r) for r in st.requests]
@@ -545,7 +1145,9 @@ def ctl_state(st: State, body: dict) -> tuple[bool, dict]:
             RateLimited=dict(st.rate_limited),
             MaxInAnyWindow={a: max_in_any_window(t) for a, t in times.items()},
             Config={"LatencyMs": st.latency_ms, "RateLimit": st.rate_limit,
-                    "MaxConvs": st.max_convs, "AsciiJson": st.ascii_json,
+                    "MaxConvs": st.max_convs, "MaxMutes": st.max_mutes,
+                    "NextMode": st.next_mode, "OmitC2cType": st.omit_c2c_type,
+                    "AsciiJson": st.ascii_json,
                     "Messages": {str(k): v for k, v in MESSAGE_OVERRIDES.items()}},
             Faults=[{k: (len(v) if k == "Data" else v) for k, v in f.items()}
                     for f in st.faults + st.conn_faults],
@@ -554,12 +1156,187 @@ def ctl_state(st: State, body: dict) -> tuple[bool, dict]:
             pins = st.pins.get(user, {})
             resp.update(Registered=user in st.users,
                         Pins=[{"ConvId": c, "ConvType": t} for c, t in pins],
-                        PinCount=len(pins))
+                        PinCount=len(pins),
+                        Mutes=[{"ConvId": c, "ConvType": t} for c, t in st.mutes.get(user, {})],
+                        Marks=[{"ConvId": c, "ConvType": t, "Marks": sorted(m)}
+                               for (c, t), m in st.marks.get(user, {}).items()],
+                        Conversations=[{"ConvId": c, "ConvType": t,
+                                        "UpdateTime": r["UpdateTime"], "Unread": r["Unread"]}
+                                       for (c, t), r in st.sorted_convs(user)],
+                        ConversationCount=len(st.convs.get(user, {})))
+            if peer is not None:
+                resp["PeerMsgCount"] = len(st.peer_msgs.get(tuple(sorted((user, peer))), []))
+        if group is not None:
+            resp.update(GroupExists=group in st.groups,
+                        Members=list(st.groups.get(group, {})),
+                        GroupMsgCount=len(st.group_msgs.get(group, [])))
     return True, resp
 
 
+class SeedError(Exception):
+    """A seed body that cannot be applied; its text is the answer's Error."""
+
+
+def seed_list(body: dict, name: str, one_or_many: bool = False) -> list:
+    """The list `name` of a seed body (an object too, if `one_or_many`)."""
+    v = body.get(name)
+    if v is None:
+        return []
+    if one_or_many and isinstance(v, dict):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(i, dict) for i in v):
+        raise SeedError(f"{name} must be a list of objects" +
+                        (" or an object" if one_or_many else ""))
+    return v
+
+
+def seed_int(item: dict, name: str, default, lo: int = 0, hi: int | None = None):
+    """item[name], an integer lo..hi; absent or null: `default`."""
+    v = item.get(name)
+    if v is None:
+        return default
+    if not is_int(v) or v < lo or (hi is not None and v > hi):
+        raise SeedError(f"{name} must be an integer in {lo}..{'' if hi is None else hi}")
+    return v
+
+
+def seed_user(item: dict, name: str) -> str:
+    v = item.get(name)
+    if not valid_user_id(v):
+        raise SeedError(f"{name} must be a user id (1..32 of the documented characters)")
+    return v
+
+
+def seed_msg(item: dict, n: int = 0) -> dict:
+    """The add_msg keywords of a PeerMsgs / GroupMsgs item."""
+    mtype = seed_int(item, "MsgType", 1)
+    if mtype not in MSG_TYPES:
+        raise SeedError(f"MsgType must be one of {MSG_TYPES}")
+    body, media = item.get("MsgBody"), item.get("Media")
+    if body is not None and not isinstance(body, str):
+        raise SeedError("MsgBody must be a string")
+    if media is not None and (mtype not in MEDIA_TYPES or body is not None):
+        raise SeedError("Media is for MsgType 10..14, without MsgBody")
+    if mtype in MEDIA_TYPES and body is None:
+        body = encode_media(default_media(mtype, n) if media is None else media)
+    payload = item.get("Payload", "")
+    if not isinstance(payload, str):
+        raise SeedError("Payload must be a string")
+    return {"msg_type": mtype, "sub_type": seed_int(item, "SubMsgType", 0, 0, 200),
+            "body": body or "", "payload": payload,
+            "is_empty": seed_int(item, "IsEmpty", 0, 0, 2),
+            "msg_time": seed_int(item, "MsgTime", None)}
+
+
+def seed_plan(st: State, body: dict) -> list:
+    """Check a seed body whole; the steps to apply, in order (locked)."""
+    steps = []      # each returns the MsgIds it gave, or None
+    users = body.get("Users") or []
+    if not isinstance(users, list) or not all(valid_user_id(u) for u in users):
+        raise SeedError("Users must be a list of user ids")
+    steps.append(lambda: [st.users.setdefault(u, {"UserName": u, "UserAvatar": ""})
+                          for u in users] and None)
+    groups = body.get("Groups") or {}
+    if (not isinstance(groups, dict) or not all(
+            valid_conv_id(g) and isinstance(m, list) and all(valid_user_id(u) for u in m)
+            for g, m in groups.items())):
+        raise SeedError('Groups must be {"<group id>": [user ids]}')
+    steps.append(lambda: st.groups.update({g: dict.fromkeys(m) for g, m in groups.items()}))
+    known_groups = set(st.groups) | set(groups)
+    for c in seed_list(body, "Conversations"):
+        user, cid, ctype = seed_user(c, "UserId"), c.get("ConvId"), c.get("ConvType", 0)
+        if not valid_conv_id(cid) or not is_int(ctype) or ctype not in (0, 2):
+            raise SeedError("a conversation needs a ConvId (1..32 bytes) and ConvType 0 or 2")
+        ut, unread = seed_int(c, "UpdateTime", None), seed_int(c, "Unread", None)
+        # a new conversation's UpdateTime defaults to now (set_conv)
+        steps.append(lambda u=user, k=(cid, ctype), t=ut, n=unread: st.set_conv(u, k, t, n))
+    for g in seed_list(body, "GenerateConversations", True):
+        steps.append(seed_generate_convs(st, g, known_groups))
+    for m in seed_list(body, "PeerMsgs"):
+        sender, to, kw = seed_user(m, "From"), seed_user(m, "To"), seed_msg(m)
+        steps.append(lambda s=sender, t=to, kw=kw: [st.add_peer_msg(s, t, **kw)["MsgId"]])
+    for m in seed_list(body, "GroupMsgs"):
+        group, sender, kw = m.get("GroupId"), seed_user(m, "From"), seed_msg(m)
+        if group not in known_groups:
+            raise SeedError(f"GroupMsgs: no group {group!r}")
+        steps.append(lambda g=group, s=sender, kw=kw: [st.add_group_msg(g, s, **kw)["MsgId"]])
+    for g in seed_list(body, "GenerateMessages", True):
+        steps.append(seed_generate_msgs(st, g, known_groups))
+    return steps
+
+
+def seed_generate_convs(st: State, g: dict, known_groups: set):
+    """The step of one GenerateConversations (checked now)."""
+    user, count = seed_user(g, "UserId"), seed_int(g, "Count", None, 1, MAX_SEED_COUNT)
+    prefix, every = g.get("Prefix", "c"), seed_int(g, "GroupEvery", 3)
+    register, step = g.get("RegisterPeers", True), seed_int(g, "StepMs", 1000)
+    start, unread = seed_int(g, "StartTime", None), seed_int(g, "Unread", 0)
+    if count is None:
+        raise SeedError("GenerateConversations needs a Count")
+    if not isinstance(prefix, str) or not valid_user_id(prefix + str(count)):
+        raise SeedError("Prefix + Count must be a user id")
+    if not isinstance(register, bool):
+        raise SeedError("RegisterPeers must be a boolean")
+    ids = [(f"{prefix}{i}", 2 if every and i % every == 0 else 0) for i in range(1, count + 1)]
+    known_groups.update(c for c, t in ids if t == 2)
+
+    def apply():
+        t0 = now_ms() - count * step if start is None else start
+        for i, (cid, ctype) in enumerate(ids):
+            if ctype == 2:
+                st.groups.setdefault(cid, {})[user] = None
+            elif register:
+                st.users.setdefault(cid, {"UserName": cid, "UserAvatar": ""})
+            st.set_conv(user, (cid, ctype), t0 + i * step, unread)
+    return apply
+
+
+def seed_generate_msgs(st: State, g: dict, known_groups: set):
+    """The step of one GenerateMessages (checked now)."""
+    sender, count = seed_user(g, "From"), seed_int(g, "Count", None, 1, MAX_SEED_COUNT)
+    to, group = g.get("To"), g.get("GroupId")
+    media, recalled, deleted = (seed_int(g, k, 0) for k in ("MediaEvery", "RecalledEvery",
+                                                             "DeletedEvery"))
+    if count is None:
+        raise SeedError("GenerateMessages needs a Count")
+    if (to is None) == (group is None):
+        raise SeedError("GenerateMessages needs one of To and GroupId")
+    if to is not None:
+        seed_user(g, "To")
+    elif group not in known_groups:
+        raise SeedError(f"GenerateMessages: no group {group!r}")
+
+    def apply():
+        ids, k = [], 0
+        for n in range(1, count + 1):
+            mtype, body = 1, f"message {n}"
+            if media and n % media == 0:
+                mtype = MEDIA_CYCLE[k % len(MEDIA_CYCLE)]
+                body, k = encode_media(default_media(mtype, n)), k + 1
+            empty = 2 if recalled and n % recalled == 0 else 1 if deleted and n % deleted == 0 else 0
+            kw = {"msg_type": mtype, "sub_type": 0, "body": body, "payload": "",
+                  "is_empty": empty, "msg_time": None}
+            msg = (st.add_peer_msg(sender, to, **kw) if to is not None
+                   else st.add_group_msg(group, sender, **kw))
+            ids.append(msg["MsgId"])
+        return ids
+    return apply
+
+
+def ctl_seed(st: State, body: dict) -> tuple[bool, dict]:
+    with st.lock:
+        try:
+            steps = seed_plan(st, body)
+        except SeedError as e:
+            return False, whole_call(2, Error=str(e))
+        msg_ids = []
+        for step in steps:
+            msg_ids.extend(step() or [])
+    return True, whole_call(0, MsgIds=msg_ids)
+
+
 CONTROLS = {"reset": ctl_reset, "config": ctl_config, "fault": ctl_fault,
-            "state": ctl_state}
+            "state": ctl_state, "seed": ctl_seed}
 
 
 # ---------------------------------------------------------------------------
@@ -708,7 +1485,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- dispatch ------------------------------------------------------------
 
     def __getattr__(self, name: str):
-        # Any method other than POST (do_GET, do_PUT, ...) is a 404, not 501.
+        # Any method other than POST and GET (do_PUT, do_HEAD, ...) is a 404, not 501.
         if name.startswith("do_"):
             return self.not_found
         raise AttributeError(name)
@@ -720,7 +1497,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json({"Code": 404, "Message": "not found"}, status=404)
         self.log_line(t0, 404, None, None)
 
+    def do_GET(self) -> None:
+        self.do_POST()
+
     def do_POST(self) -> None:
+        """POST and GET: the API on /, the unsigned controls (POST only)."""
         t0 = time.monotonic()
         body = self.read_body()
         if body is None:
@@ -729,7 +1510,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if url.path == "/":
                 self.api(url.query, body, t0)
-            elif url.path.startswith("/_test/") and url.path[7:] in CONTROLS:
+            elif (self.command == "POST" and url.path.startswith("/_test/")
+                    and url.path[7:] in CONTROLS):
                 self.unsigned_control(url.path[7:], body, t0)
             else:
                 self.send_json({"Code": 404, "Message": "not found"}, status=404)
@@ -755,24 +1537,33 @@ class Handler(BaseHTTPRequestHandler):
         self.log_line(t0, 200 if ok else 400, resp["Code"], None)
 
     def api(self, query: str, raw: bytes, t0: float) -> None:
-        """POST /?...: faults, gateway checks, rate limit, the Action."""
+        """POST or GET /?...: faults, gateway checks, rate limit, the Action."""
         st = self.server.state
         params = parse_qs(query, keep_blank_values=True)
         action = params.get("Action", [""])[0]
         nonce = params.get("SignatureNonce", [""])[0]
         is_test = action.startswith("Test")
+        method = self.command
         if SIG_LOG is not None:
             # for the leak checks of test/run-tests: every signature a client sent
             with SIG_LOG_LOCK:
                 SIG_LOG.write(f"sig={params.get('Signature', [''])[0]}\n")
                 SIG_LOG.flush()
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            body = None
-        if not isinstance(body, dict):
-            body = None
-        convs = body.get("ConvList") if body else None
+        body = None
+        if method == "POST":
+            try:
+                body = json.loads(raw)
+            except (ValueError, RecursionError):
+                pass
+            if not isinstance(body, dict):
+                body = None
+            user = body.get("FromUserId") if body else None
+            convs = count_convs(action, body)
+        else:
+            # a GET is matched and logged by its query string
+            raw = query.encode() + b"\n" + unquote_plus(query).encode("utf-8", "surrogatepass")
+            user = params.get("FromUserId", [None])[0]
+            convs = 1 if action == "ClearConversationUnread" else None
 
         # Receipt: note nonce reuse, pick a fault, log the request.
         entry, fault = None, None
@@ -782,10 +1573,8 @@ class Handler(BaseHTTPRequestHandler):
                 st.nonces.add(nonce)
             if not is_test:
                 fault = st.take_fault(action, raw)
-                entry = {"Action": action,
-                         "User": body.get("FromUserId") if body else None,
-                         "Convs": len(convs) if isinstance(convs, list) else None,
-                         "Nonce": nonce, "Connection": self.conn_id,
+                entry = {"Action": action, "Method": method, "User": user,
+                         "Convs": convs, "Nonce": nonce, "Connection": self.conn_id,
                          "Fault": fault["Fault"] if fault else None,
                          "Code": None, "T": t0}
                 st.requests.append(entry)
@@ -793,7 +1582,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault and self.apply_fault(fault, entry, t0):
             return
 
-        resp = self.gateway(params, action, nonce, reused, body)
+        resp = self.gateway(params, action, nonce, reused, body, method)
         if resp is None:
             if is_test:
                 resp = CONTROLS[TEST_ACTIONS[action]](st, body)[1]
@@ -801,9 +1590,11 @@ class Handler(BaseHTTPRequestHandler):
                 with st.lock:
                     if not st.admit(action, t0):
                         code = 660700001 if action == "UserRegister" else 660300005
-                        resp = whole_call(code, ErrorList=[])
+                        resp = whole_call(code)
+                        if action in FAILURE_LISTS:
+                            resp[FAILURE_LISTS[action]] = []
                     else:
-                        resp = ACTIONS[action](st, body)
+                        resp = ACTIONS[action](st, params if method == "GET" else body)
         if entry is not None:
             with st.lock:
                 entry["Code"] = resp["Code"]
@@ -822,7 +1613,7 @@ class Handler(BaseHTTPRequestHandler):
         return srv.secret
 
     def gateway(self, params: dict, action: str, nonce: str, reused: bool,
-                body: dict | None) -> dict | None:
+                body: dict | None, method: str) -> dict | None:
         """The vendor gateway's checks, in order. None: the request passes."""
         p = lambda k: params.get(k, [""])[0]   # noqa: E731
         srv = self.server
@@ -853,7 +1644,9 @@ class Handler(BaseHTTPRequestHandler):
             code = 3
         elif action not in ACTIONS and action not in TEST_ACTIONS:
             code = 100000007
-        elif body is None:
+        elif method != ACTION_METHODS.get(action, "POST"):
+            code = 100000007                  # the method is not the Action's
+        elif method == "POST" and body is None:
             code = 2
         else:
             return None
@@ -1073,9 +1866,66 @@ class ZimServer(ThreadingHTTPServer):
 # Main
 # ---------------------------------------------------------------------------
 
+def self_test_state() -> list:
+    """(ok, name) checks of the state helpers, on a State of its own."""
+    st = State(20, 20)
+    ok, _ = ctl_seed(st, {"GenerateConversations": {"UserId": "u1", "Count": 1200},
+                          "Users": ["u1"]})
+    checks = [(ok, "seed GenerateConversations")]
+    listed, nxt, tokens, pages = [], 0, [], 0
+    while pages < 10:
+        r = act_query_conversation_list(st, {"FromUserId": "u1", "Limit": 500, "Next": nxt})
+        listed += r["List"]
+        nxt, pages = r["Next"], pages + 1
+        if not nxt:
+            break
+        tokens.append(nxt)
+    ids = [c["ConvId"] for c in listed]
+    checks += [
+        (r["TotalCount"] == 1200 and len(listed) == 1000 and pages == 2
+         and ids[0] == "c201" and ids[-1] == "c1200", "QueryConversationList: the latest 1000"),
+        (all("ConvType" not in c for c in listed if int(c["ConvId"][1:]) % 3)
+         and all(c["ConvType"] == 2 for c in listed if int(c["ConvId"][1:]) % 3 == 0),
+         "QueryConversationList: no ConvType for one-to-one"),
+        (all(a["UpdateTime"] <= b["UpdateTime"] for a, b in zip(listed, listed[1:])),
+         "QueryConversationList: ascending UpdateTime"),
+        (len(tokens) == 1 and 500 < tokens[0] < 1 << 53
+         and act_query_conversation_list(st, {"FromUserId": "u1", "Next": 500})["Code"] == 660000002
+         and act_query_conversation_list(st, {"FromUserId": "c1", "Next": tokens[0]})["Code"]
+         in (660000002, 660500002),
+         "Next is an opaque cursor, not an offset"),
+        (act_query_conversation_list(st, {"FromUserId": "u1", "Limit": 0})["List"].__len__() == 100
+         and len(act_query_conversation_list(st, {"FromUserId": "u1", "Limit": 900})["List"]) == 500,
+         "QueryConversationList: Limit <= 0 is 100, > 500 is 500"),
+        (act_clear_conversation_unread(st, {"FromUserId": ["u1"], "ConvId": ["c200"],
+                                            "ConvType": ["0"]})["Code"] == 660800002
+         and act_clear_conversation_unread(st, {"FromUserId": ["u1"], "ConvId": ["c202"],
+                                                "ConvType": ["0"]})["Code"] == 0,
+         "ClearConversationUnread: only the latest 1000"),
+    ]
+    media = {"FileName": "a b&c%+#\u00e9\u6587.jpg", "FileSize": 3}
+    body = encode_media(media)
+    checks.append((re.fullmatch(r"(?:[A-Za-z0-9_.~-]|%[0-9A-F]{2})+", body) is not None
+                   and "%C3%A9" in body and json.loads(unquote(body)) == media,
+                   "media bodies are URL-encoded UTF-8 JSON"))
+    ok, r = ctl_seed(st, {"Users": ["u2"], "GenerateMessages": {
+        "From": "u1", "To": "u2", "Count": 12, "MediaEvery": 2, "RecalledEvery": 7}})
+    msgs = act_query_peer_msg(st, {"FromUserId": "u2", "ToUserId": "u1", "Limit": 100})["List"]
+    everything = act_query_peer_msg(st, {"FromUserId": "u2", "ToUserId": "u1", "Limit": 100,
+                                         "WithEmptyMsg": 1})["List"]
+    checks.append((ok and r["MsgIds"] == list(range(FIRST_MSG_ID + 1, FIRST_MSG_ID + 13))
+                   and len(msgs) == 11 and len(everything) == 12 and everything[5]["IsEmpty"] == 2
+                   and [m["MsgSeq"] for m in everything] == list(range(12, 0, -1))
+                   and all(isinstance(json.loads(unquote(m["MsgBody"])), dict)
+                           for m in msgs if m["MsgType"] in MEDIA_TYPES)
+                   and {m["MsgType"] for m in msgs} == {1, 10, 11, 12, 13, 14},
+                   "messages: ids beyond 2^53, newest first, media, recalled"))
+    return checks
+
+
 def self_test() -> int:
     """Check the vendor's signature test vector and a few helpers."""
-    checks = [
+    checks = self_test_state() + [
         (sign("12345", "4fd24687296dd9f3", "9193cc662a4c0ec135ec71fb57194b38", "1615186943")
          == "43e5cfcca828314675f91b001390566a", "signature test vector"),
         (valid_user_id("a b!#$%&()+-:;<=.>?@[]^_{}|~") and not valid_user_id("a/b")
