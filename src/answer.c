@@ -363,8 +363,9 @@ zim_json_string(JsonbValue *v)
 
 /*
  * Turn an answer into *resp, or say why it is not a ZIM answer.  An
- * answer's "ErrorList", if any, must be an array; what its entries hold is
- * the Action's business (conv_pinned.c reads ConvPinned's).
+ * answer's "ErrorList" or "FailList", if any, must be an array; what its
+ * entries hold is the Action's business (conv_pinned.c reads ConvPinned's,
+ * the family's files theirs).
  */
 bool
 ZimReadAnswer(const StringInfo body, ZimResponse *resp, const char **why)
@@ -405,15 +406,22 @@ ZimReadAnswer(const StringInfo body, ZimResponse *resp, const char **why)
 		return false;
 	}
 
-	v = ZimJsonGet(jb, "ErrorList");
-	if (v && v->type != jbvNull &&
-		!(v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data)))
+	/* ErrorList, or SetConvMark's FailList */
+	resp->has_items = false;
+	for (int i = 0; i < 2; i++)
 	{
-		*why = "The answer's \"ErrorList\" is not an array.";
-		return false;
+		const char *list = i == 0 ? "ErrorList" : "FailList";
+
+		v = ZimJsonGet(jb, list);
+		if (v && v->type != jbvNull &&
+			!(v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data)))
+		{
+			*why = psprintf("The answer's \"%s\" is not an array.", list);
+			return false;
+		}
+		resp->has_items |= v && v->type == jbvBinary &&
+			JsonContainerSize(v->val.binary.data) > 0;
 	}
-	resp->has_items = v && v->type == jbvBinary &&
-		JsonContainerSize(v->val.binary.data) > 0;
 
 	resp->jsonb = jb;
 	return true;

@@ -202,6 +202,8 @@ zim_start_attempt(const char *action, ZimRequest *req, TimestampTz now)
 	req->transfer = -1;
 	initStringInfo(&req->url);
 	ZimSignedUrl(&req->url, zim_api_url, action);
+	if (req->query)
+		appendStringInfo(&req->url, "&%s", req->query);
 	req->transfer = ZimHttpStart(req->url.data, req->body);
 	req->attempts++;
 }
@@ -440,7 +442,7 @@ static const char *
 zim_maybe_done_hint(ZimRetryPolicy policy)
 {
 	return (policy == ZIM_RETRY_IDEMPOTENT)
-		? "Pinning sets an absolute state, so the call can safely be repeated."
+		? "The call sets an absolute state, so it can safely be repeated."
 		: "The request may or may not have been processed by the ZIM server.";
 }
 

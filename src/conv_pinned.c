@@ -24,7 +24,6 @@
  */
 #include "zim_pin.h"
 
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
@@ -38,72 +37,6 @@
 PG_FUNCTION_INFO_V1(zim_conv_pinned);
 PG_FUNCTION_INFO_V1(zim_conv_pinned_one_type);
 
-/* the characters the vendor allows in a user id */
-static const char user_id_chars[] =
-"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-"!#$%&()+-:;<=.>?@[]^_ {}|~";
-
-static void
-zim_check_user_id(const char *id)
-{
-	size_t		len = strlen(id);
-
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("from_user_id must not be empty")));
-	if (len > ZIM_MAX_ID_LEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("from_user_id must not be longer than %d bytes",
-						ZIM_MAX_ID_LEN)));
-	if (strspn(id, user_id_chars) != len)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("from_user_id contains a character that ZIM does not allow"),
-				 errdetail("User ids may contain only letters, digits, spaces and !#$%%&()+-:;<=.>?@[]^_{}|~.")));
-}
-
-static void
-zim_check_conv_type(int32 type, int index)
-{
-	if (type != 0 && type != 2)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("conversation type must be 0 (one-to-one) or 2 (group)"),
-				 index >= 0
-				 ? errdetail("Element %d of conv_types is %d.", index + 1, type)
-				 : errdetail("conv_type is %d.", type)));
-}
-
-/*
- * Deconstruct a one-dimensional array without nulls.
- */
-static int
-zim_array_elems(ArrayType *arr, Oid elemtype, const char *name, Datum **elems)
-{
-	bool	   *nulls;
-	int			n;
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	if (ARR_NDIM(arr) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be a one-dimensional array", name)));
-	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
-	deconstruct_array(arr, elemtype, typlen, typbyval, typalign,
-					  elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("%s must not contain nulls", name),
-					 errdetail("Element %d is null.", i + 1)));
-	return n;
-}
-
 /*
  * Read and check every argument of zim_conv_pinned() or of the queue's
  * zim_conv_pinned_enqueue() (same arguments); returns the number of
@@ -113,132 +46,11 @@ int
 ZimConvPinnedReadArgs(FunctionCallInfo fcinfo, bool one_type,
 				   char **from_user_id, ZimConv **convs, bool *pinned)
 {
-	Datum	   *ids;
-	Datum	   *types = NULL;
-	int			n_ids;
-	int			n_types = 0;
-	int32		one = 0;
+	static const char *const names[] = {"pinned"};
+	int			n = ZimConvReadTargets(fcinfo, one_type, names, 1, from_user_id, convs);
 
-	ZimRequireNotNull(fcinfo, 0, "from_user_id");
-	ZimRequireNotNull(fcinfo, 1, "conv_ids");
-	ZimRequireNotNull(fcinfo, 2, one_type ? "conv_type" : "conv_types");
-	ZimRequireNotNull(fcinfo, 3, "pinned");
-
-	*from_user_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	zim_check_user_id(*from_user_id);
-
-	n_ids = zim_array_elems(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, "conv_ids", &ids);
-	if (one_type)
-	{
-		one = PG_GETARG_INT32(2);
-		zim_check_conv_type(one, -1);
-	}
-	else
-	{
-		n_types = zim_array_elems(PG_GETARG_ARRAYTYPE_P(2), INT4OID,
-								  "conv_types", &types);
-		if (n_types != n_ids)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("conv_ids and conv_types must have the same length"),
-					 errdetail("conv_ids has %d elements and conv_types has %d.",
-							   n_ids, n_types)));
-	}
 	*pinned = PG_GETARG_BOOL(3);
-
-	*convs = palloc(sizeof(ZimConv) * Max(n_ids, 1));
-	for (int i = 0; i < n_ids; i++)
-	{
-		char	   *id = TextDatumGetCString(ids[i]);
-		size_t		len = strlen(id);
-
-		/*
-		 * The wire is UTF-8: convert now, so that an id the database's
-		 * encoding cannot give in UTF-8 (any non-ASCII byte in SQL_ASCII,
-		 * an unmapped one in WIN1252) is refused here, with PostgreSQL's
-		 * own SQLSTATE, before anything is sent or queued, and measure what
-		 * will be sent.
-		 */
-		if (len > 0 && GetDatabaseEncoding() != PG_UTF8)
-			len = strlen(pg_server_to_any(id, len, PG_UTF8));
-
-		if (len == 0 || len > ZIM_MAX_ID_LEN)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 len == 0
-					 ? errmsg("conversation id must not be empty")
-					 : errmsg("conversation id must not be longer than %d bytes in UTF-8",
-							  ZIM_MAX_ID_LEN),
-					 errdetail("Element %d of conv_ids.", i + 1)));
-		(*convs)[i].id = id;
-		if (one_type)
-			(*convs)[i].type = one;
-		else
-		{
-			(*convs)[i].type = DatumGetInt32(types[i]);
-			zim_check_conv_type((*convs)[i].type, i);
-		}
-	}
-	return n_ids;
-}
-
-/*
- * How many bytes id takes in UTF-8, the wire's encoding, or -1 if the
- * database's encoding cannot give it in UTF-8.  Never raises: the queue
- * checks stored rows with it.
- */
-static int
-zim_utf8_len(const char *id, int len)
-{
-	int			enc = GetDatabaseEncoding();
-	unsigned char *out;
-	int			done;
-
-	/* SQL_ASCII's bytes go out as they are: they must be UTF-8 already */
-	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
-		return pg_verify_mbstr(PG_UTF8, id, len, true) ? len : -1;
-	if (!pg_verify_mbstr(enc, id, len, true))
-		return -1;
-	out = palloc((Size) len * MAX_CONVERSION_GROWTH + 1);
-	done = pg_do_encoding_conversion_buf(FindDefaultConversionProc(enc, PG_UTF8),
-										 enc, PG_UTF8, (unsigned char *) id, len,
-										 out, len * MAX_CONVERSION_GROWTH + 1, true);
-	len = done == len ? (int) strlen((char *) out) : -1;
-	pfree(out);
-	return len;
-}
-
-/*
- * What makes a stored job impossible to send, as "SQLSTATE: message", or
- * NULL if it can be sent.  A job stored by zim_conv_pinned_enqueue always
- * can; one inserted by hand or restored from elsewhere may not, and the
- * queue then fails it alone instead of failing its whole claim.  The
- * checks are those of ZimConvPinnedReadArgs, without raising.
- */
-const char *
-ZimConvPinnedStoredProblem(const char *from_user_id, const ZimConv *convs, int n)
-{
-	size_t		len = strlen(from_user_id);
-
-	if (len == 0 || len > ZIM_MAX_ID_LEN || strspn(from_user_id, user_id_chars) != len)
-		return "22023: from_user_id is not a user id ZIM accepts";
-	for (int i = 0; i < n; i++)
-	{
-		int			utf8;
-
-		if (convs[i].id == NULL)
-			return psprintf("22004: element %d of conv_ids is null", i + 1);
-		if (convs[i].type != 0 && convs[i].type != 2)
-			return psprintf("22023: element %d of conv_types is %d, not 0 or 2", i + 1,
-							convs[i].type);
-		utf8 = zim_utf8_len(convs[i].id, strlen(convs[i].id));
-		if (utf8 < 0)
-			return psprintf("22021: element %d of conv_ids cannot be converted to UTF-8", i + 1);
-		if (utf8 == 0 || utf8 > ZIM_MAX_ID_LEN)
-			return psprintf("22023: element %d of conv_ids is empty or longer than %d bytes in UTF-8",
-							i + 1, ZIM_MAX_ID_LEN);
-	}
-	return NULL;
+	return n;
 }
 
 /* the body of one ConvPinned request, in UTF-8 */
@@ -261,7 +73,7 @@ zim_conv_pinned_body(const char *from_user_id, const ZimConv *convs, int n,
 		appendStringInfo(&buf, ",\"ConvType\":%d}", convs[i].type);
 	}
 	appendStringInfo(&buf, "],\"PinnedType\":%d}", pinned ? 1 : 0);
-	return pg_server_to_any(buf.data, buf.len, PG_UTF8);
+	return ZimConvUtf8(&buf);
 }
 
 /* how many ConvPinned requests n conversations take (0 for none) */

@@ -287,11 +287,16 @@ zim_http_setup(Transfer *t, const char *url)
 	SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) zim_connect_timeout_ms);
 	SETOPT(e, CURLOPT_TIMEOUT_MS, (long) zim_timeout_ms);
 	SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
-	SETOPT(e, CURLOPT_POST, 1L);
-	SETOPT(e, CURLOPT_READFUNCTION, read_cb);
-	SETOPT(e, CURLOPT_READDATA, t);
-	SETOPT(e, CURLOPT_SEEKFUNCTION, seek_cb);
-	SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) t->body_len);
+	if (t->body != NULL)
+	{
+		SETOPT(e, CURLOPT_POST, 1L);
+		SETOPT(e, CURLOPT_READFUNCTION, read_cb);
+		SETOPT(e, CURLOPT_READDATA, t);
+		SETOPT(e, CURLOPT_SEEKFUNCTION, seek_cb);
+		SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) t->body_len);
+	}
+	else
+		SETOPT(e, CURLOPT_HTTPGET, 1L);
 	SETOPT(e, CURLOPT_HTTPHEADER, t->headers);
 	SETOPT(e, CURLOPT_USERAGENT, "zim_pin/1.0");
 	SETOPT(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) ZIM_MAX_RESPONSE_SIZE);
@@ -322,8 +327,9 @@ zim_http_release(Transfer *t)
 }
 
 /*
- * Start POSTing body to url; returns the transfer's number.  The caller
- * keeps url and body alive until ZimHttpFinish or ZimHttpAbortAll.
+ * Start POSTing body to url, or a GET of url if body is NULL; returns the
+ * transfer's number.  The caller keeps url and body alive until
+ * ZimHttpFinish or ZimHttpAbortAll.
  */
 int
 ZimHttpStart(const char *url, const char *body)
@@ -353,10 +359,10 @@ ZimHttpStart(const char *url, const char *body)
 	t->rc = CURLE_OK;
 	memset(&t->response, 0, sizeof(t->response));
 	t->body = body;
-	t->body_len = strlen(body);
+	t->body_len = body ? strlen(body) : 0;
 	t->body_pos = 0;
 
-	t->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	t->headers = curl_slist_append(NULL, body ? "Content-Type: application/json" : "Expect:");
 	if (t->headers &&
 		(curl_slist_append(t->headers, "Accept: application/json") == NULL ||
 		 curl_slist_append(t->headers, "Expect:") == NULL))

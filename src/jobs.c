@@ -232,7 +232,7 @@ zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
 		job->poison = psprintf("22023: conv_ids has %d elements and conv_types has %d",
 							   n_ids, n_types);
 	if (job->poison == NULL)
-		job->poison = ZimConvPinnedStoredProblem(job->from_user_id, job->convs, job->n);
+		job->poison = ZimConvStoredProblem(job->from_user_id, job->convs, job->n);
 }
 
 /* the number of requests a claim may take on (at least one job) */

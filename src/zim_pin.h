@@ -19,6 +19,12 @@
  *	 conv_pinned.c	ConvPinned: arguments, bodies, chunks, ErrorList, what
  *					each request did to its conversations, result rows,
  *					zim_conv_pinned()
+ *	 conv_silence.c	SilenceConvNotification, zim_silence_conv_notification()
+ *	 conv_delete.c	DeleteConv, zim_delete_conv()
+ *	 conv_clear_unread.c	ClearConversationUnread (a GET),
+ *					zim_clear_conversation_unread()
+ *	 conv_family.c	what the conversation Actions share: their arguments,
+ *					the wire's encodings, a writing call's run
  *	 client.c		any Action: schedule, send, retry, judge each attempt,
  *					raise failures with their SQLSTATEs, zim_api()
  *	 answer.c		reading a ZIM answer: JSON checks, Code, Message,
@@ -318,7 +324,8 @@ typedef enum ZimFailure
 
 typedef struct ZimRequest
 {
-	const char *body;			/* in: the JSON body, UTF-8 */
+	const char *body;			/* in: the JSON body, UTF-8; NULL: a GET */
+	const char *query;			/* in: parameters after the signed ones, encoded */
 	ZimRequestState state;
 	int			attempts;		/* attempts sent so far */
 	TimestampTz at;				/* SCHEDULED: send time; BACKOFF: its end */
@@ -343,7 +350,7 @@ extern void ZimRaiseFailure(const char *action, ZimRetryPolicy policy,
 extern void ZimRaiseForCode(const char *action, const ZimRequest *req,
 							const char *extra_detail);
 
-/* ---- conv_pinned.c ---- */
+/* ---- conv_family.c ---- */
 
 /* one conversation to change */
 typedef struct ZimConv
@@ -352,7 +359,7 @@ typedef struct ZimConv
 	int32		type;
 } ZimConv;
 
-/* a conversation a ConvPinned request did not change */
+/* a conversation a request did not bring to the state asked for */
 typedef struct ZimConvFailure
 {
 	const char *conv_id;
@@ -361,6 +368,62 @@ typedef struct ZimConvFailure
 	int64		sub_code;
 	const char *sub_message;	/* NULL if absent */
 } ZimConvFailure;
+
+typedef void (*ZimConvFailureFn) (const ZimConvFailure *f, void *arg);
+
+/* one call of a writing Action of the family, its input checked */
+typedef struct ZimConvCall
+{
+	char	   *from_user_id;
+	ZimConv    *convs;			/* a kind's build may reorder them */
+	int			n;
+	bool		on;				/* the state asked for: silenced, marked */
+	int32		mark;			/* SetConvMark's MarkContent */
+} ZimConvCall;
+
+/* the conversations one request of a call carries: convs[first, first + n) */
+typedef struct ZimConvSpan
+{
+	int			first;
+	int			n;
+} ZimConvSpan;
+
+/*
+ * One writing Action of the family, as its file fills it in (see
+ * conv_family.c).  read_args reads the function's arguments after the
+ * conversations (may be NULL); n_requests and build split the call into
+ * requests, filling each request's body (or query, with a NULL body, for
+ * a GET) in UTF-8 and its span; items hands fn each conversation that an
+ * answered request names as failed (may be NULL); code_is_item says that a
+ * whole request's Code concerns only its one conversation (its row, not an
+ * ERROR); code_is_done that the state asked for already holds (no row).
+ */
+typedef struct ZimConvKind
+{
+	const char *action;
+	const char *const *arg_names;	/* of the arguments after the conversations */
+	int			n_args;
+	void		(*read_args) (FunctionCallInfo fcinfo, ZimConvCall *call);
+	int			(*n_requests) (const ZimConvCall *call);
+	void		(*build) (ZimConvCall *call, ZimRequest *reqs, ZimConvSpan *spans);
+	void		(*items) (const ZimConvCall *call, const ZimRequest *req,
+						  const ZimConvSpan *span, ZimConvFailureFn fn, void *arg);
+	bool		(*code_is_item) (int64 code);
+	bool		(*code_is_done) (int64 code);
+} ZimConvKind;
+
+extern void ZimConvCheckUserId(const char *id, const char *name);
+extern void ZimConvCheckId(const char *id, const char *what);
+extern int	ZimConvReadTargets(FunctionCallInfo fcinfo, bool one_type,
+							   const char *const *arg_names, int n_args,
+							   char **from_user_id, ZimConv **convs);
+extern const char *ZimConvStoredProblem(const char *from_user_id, const ZimConv *convs, int n);
+extern char *ZimConvUtf8(StringInfo buf);
+extern void ZimConvQueryParam(StringInfo query, const char *name, const char *value);
+extern bool ZimConvCodeIsOwn(int64 code);
+extern Datum ZimConvFamilyCall(FunctionCallInfo fcinfo, const ZimConvKind *kind, bool one_type);
+
+/* ---- conv_pinned.c ---- */
 
 /* what the requests of one ConvPinned call did, all chunks together */
 typedef struct ZimConvTally
@@ -372,12 +435,8 @@ typedef struct ZimConvTally
 	bool		transient;		/* one of those may succeed if sent again */
 } ZimConvTally;
 
-typedef void (*ZimConvFailureFn) (const ZimConvFailure *f, void *arg);
-
 extern int	ZimConvPinnedReadArgs(FunctionCallInfo fcinfo, bool one_type,
 								  char **from_user_id, ZimConv **convs, bool *pinned);
-extern const char *ZimConvPinnedStoredProblem(const char *from_user_id,
-											  const ZimConv *convs, int n);
 extern int	ZimConvPinnedRequestCount(int n_convs);
 extern void ZimConvPinnedRequests(const char *from_user_id, const ZimConv *convs,
 								  int n_convs, bool pinned, ZimRequest *reqs);
