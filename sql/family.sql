@@ -109,3 +109,37 @@ GROUP BY 1;
 SELECT action, requests > 0 AS sent
 FROM zim_pin_stats WHERE action IN ('SilenceConvNotification', 'DeleteConv', 'ClearConversationUnread')
 ORDER BY 1;
+
+-- ---- SetConvMark --------------------------------------------------------
+SELECT double('Reset')->'Code' AS reset;
+SELECT register('fam_m', 'fam_b');
+SELECT * FROM zim_try($$SELECT * FROM zim_set_conv_mark('fam_m', ARRAY['fam_b'], 0, 0, true)$$);
+SELECT * FROM zim_try($$SELECT * FROM zim_set_conv_mark('fam_m', ARRAY['fam_b'], 0, 31, true)$$);
+SELECT * FROM zim_try($$SELECT * FROM zim_set_conv_mark('fam_m', ARRAY['fam_b'], 0, 5, NULL)$$);
+-- set mark 5 on a peer and two groups (a conversation named twice is one key)
+SELECT * FROM zim_set_conv_mark('fam_m', ARRAY['fam_b', 'fg1', 'fg2', 'fg1'], ARRAY[0, 2, 2, 2], 5, true);
+SELECT * FROM zim_set_conv_mark('fam_m', ARRAY['fg1'], 2, 7, true);
+SELECT m->>'ConvId' AS conv_id, m->'Marks' AS marks
+FROM jsonb_array_elements(double('State', '{"UserId": "fam_m"}')->'Marks') m ORDER BY 1;
+-- cancel
+SELECT * FROM zim_set_conv_mark('fam_m', ARRAY['fg1', 'fg2'], 2, 5, false);
+SELECT m->>'ConvId' AS conv_id, m->'Marks' AS marks
+FROM jsonb_array_elements(double('State', '{"UserId": "fam_m"}')->'Marks') m ORDER BY 1;
+-- a request holds one user's entry with at most 100 conversations a map:
+-- 230 groups and 50 peers are three requests (150, 100 and 30; the calls
+-- above sent 3, 1 and 2)
+SELECT count(*) AS rows
+FROM zim_set_conv_mark('fam_m',
+       ARRAY(SELECT 'mg' || i FROM generate_series(1, 230) i) || ARRAY(SELECT 'mp' || i FROM generate_series(1, 50) i),
+       array_fill(2, ARRAY[230]) || array_fill(0, ARRAY[50]), 3, true);
+SELECT jsonb_agg(r->'Convs' ORDER BY (r->>'Convs')::int DESC) AS request_sizes
+FROM jsonb_array_elements(double('State')->'Requests') r WHERE r->>'Action' = 'SetConvMark';
+-- inner FailList entries are rows, with their Code and Message
+SELECT double('Fault', '{"Fault": "body", "Action": "SetConvMark", "Body": "{\"Code\":0,\"Message\":\"success\",\"RequestId\":\"r1\",\"FailList\":[{\"SubCode\":0,\"UserId\":\"fam_m\",\"FailList\":[{\"Code\":1,\"Message\":\"mark content is invalid\",\"ConvId\":\"fg2\",\"ConvType\":2}]}]}"}')->'Code' AS fault;
+SELECT * FROM zim_set_conv_mark('fam_m', ARRAY['fam_b', 'fg2'], ARRAY[0, 2], 9, true);
+-- a user-level SubCode with no inner list fails each conversation of the entry
+SELECT double('Fault', '{"Fault": "body", "Action": "SetConvMark", "Body": "{\"Code\":660800054,\"Message\":\"all failed\",\"RequestId\":\"r2\",\"FailList\":[{\"SubCode\":1,\"SubMessage\":\"user not exist\",\"UserId\":\"fam_m\"}]}"}')->'Code' AS fault;
+SELECT * FROM zim_set_conv_mark('fam_m', ARRAY['fam_b', 'fg2'], ARRAY[0, 2], 9, true) ORDER BY conv_id;
+-- a whole-call Code with no list raises
+SELECT double('Fault', '{"Fault": "code", "Code": 660800001, "Action": "SetConvMark"}')->'Code' AS fault;
+SELECT * FROM zim_try($$SELECT * FROM zim_set_conv_mark('fam_m', ARRAY['fam_b'], 0, 9, true)$$);

@@ -325,6 +325,23 @@ zim_parse_json(const StringInfo body, const char **why)
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 }
 
+/*
+ * UTF-8 text that is not an answer (a media message's decoded body) read
+ * as JSON the way answers are: jsonb, or NULL if it is not JSON.
+ */
+Jsonb *
+ZimJsonParseText(const char *utf8, int len)
+{
+	StringInfoData s;
+	const char *why;
+
+	s.data = (char *) utf8;
+	s.len = len;
+	s.maxlen = len + 1;
+	s.cursor = 0;
+	return zim_parse_json(&s, &why);
+}
+
 JsonbValue *
 ZimJsonGet(Jsonb *jb, const char *key)
 {

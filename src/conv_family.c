@@ -31,9 +31,12 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
 /* the characters the vendor allows in a user id */
@@ -415,4 +418,134 @@ ZimConvFamilyCall(FunctionCallInfo fcinfo, const ZimConvKind *kind, bool one_typ
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(work);
 	return (Datum) 0;
+}
+
+/* ---- reading calls: pages ---------------------------------------------- */
+
+/* max_rows (argument argno): NULL raises 22004, below 1 22023 */
+int
+ZimConvReadMaxRows(FunctionCallInfo fcinfo, int argno)
+{
+	int32		max_rows;
+
+	ZimRequireNotNull(fcinfo, argno, "max_rows");
+	max_rows = PG_GETARG_INT32(argno);
+	if (max_rows < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_rows must be at least 1"),
+				 errdetail("max_rows is %d.", max_rows)));
+	return max_rows;
+}
+
+/*
+ * ZIM's milliseconds since the Unix epoch as a timestamptz; false if out
+ * of timestamptz's range.
+ */
+bool
+ZimConvMsToTimestamp(int64 ms, TimestampTz *ts)
+{
+	int64		unix_2000_ms = (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+
+	if (ms < MIN_TIMESTAMP / 1000 + unix_2000_ms || ms > END_TIMESTAMP / 1000 + unix_2000_ms)
+		return false;
+	*ts = (ms - unix_2000_ms) * 1000;
+	return true;
+}
+
+/* raise ZP005 for an answer whose List is not what the Action documents */
+void
+ZimConvBadAnswer(const char *action, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_ZIM_BAD_RESPONSE),
+			 errmsg("invalid answer from the ZIM server"),
+			 errdetail("The %s answer %s.", action, what),
+			 errhint("Check that zim_pin.api_url points to the ZIM server API.")));
+}
+
+void
+ZimConvPagerInit(ZimConvPager *pager, const char *action, int max_rows, int page_max)
+{
+	HASHCTL		ctl = {0};
+
+	memset(pager, 0, sizeof(*pager));
+	pager->action = action;
+	pager->max_rows = max_rows;
+	pager->page_max = page_max;
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(int64);
+	ctl.hcxt = CurrentMemoryContext;
+	pager->seen = hash_create("zim_pin page cursors", 64, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* the next page's Limit: as large as the Action allows, never more than needed */
+int
+ZimConvPagerLimit(const ZimConvPager *pager)
+{
+	return Min(pager->page_max, pager->max_rows - pager->rows);
+}
+
+/*
+ * Send one page (body, UTF-8) and return its List (an array), or NULL if
+ * it has none; a page that fails raises as a failed request does.
+ */
+JsonbContainer *
+ZimConvPagerFetch(ZimConvPager *pager, char *body)
+{
+	ZimRequest *req = &pager->req;
+	JsonbValue *list;
+
+	memset(req, 0, sizeof(*req));
+	req->body = body;
+	ZimSendRequests(pager->action, ZIM_RETRY_IDEMPOTENT, req, 1, -1);
+	if (req->state == ZIM_REQ_FAILED)
+		ZimRaiseFailure(pager->action, ZIM_RETRY_IDEMPOTENT, req, NULL);
+	if (req->response.code != 0)
+		ZimRaiseForCode(pager->action, req, NULL);
+	pager->pages++;
+	list = ZimJsonGet(req->response.jsonb, "List");
+	if (list == NULL || list->type == jbvNull)
+		return NULL;
+	if (list->type != jbvBinary || !JsonContainerIsArray(list->val.binary.data))
+		ZimConvBadAnswer(pager->action, "has a \"List\" that is not an array");
+	return list->val.binary.data;
+}
+
+/*
+ * After a page that brought page_rows rows: whether to ask for another,
+ * with the page's Next.  Paging stops when Next is 0, when max_rows rows
+ * have come, when a page brought no row, or when Next is one ZIM gave
+ * before: so it always ends, after at most max_rows pages.
+ */
+bool
+ZimConvPagerNext(ZimConvPager *pager, int page_rows)
+{
+	JsonbValue *v = ZimJsonGet(pager->req.response.jsonb, "Next");
+	int64		next = 0;
+	bool		found;
+
+	pager->rows += page_rows;
+	if (v != NULL && v->type != jbvNull && !ZimJsonInt64(v, &next))
+		ZimConvBadAnswer(pager->action, "has a \"Next\" that is not an integer");
+	if (next == 0 || pager->rows >= pager->max_rows)
+		return false;
+	if (page_rows == 0)
+	{
+		ereport(NOTICE,
+				(errmsg("ZIM %s gave an empty page that is not the last; no more pages were read",
+						pager->action)));
+		return false;
+	}
+	(void) hash_search(pager->seen, &next, HASH_ENTER, &found);
+	if (found)
+	{
+		ereport(NOTICE,
+				(errmsg("ZIM %s gave a page cursor it had given before; no more pages were read",
+						pager->action)));
+		return false;
+	}
+	pager->next = next;
+	return true;
 }

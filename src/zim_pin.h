@@ -20,9 +20,13 @@
  *					each request did to its conversations, result rows,
  *					zim_conv_pinned()
  *	 conv_silence.c	SilenceConvNotification, zim_silence_conv_notification()
+ *	 conv_mark.c	SetConvMark, zim_set_conv_mark()
  *	 conv_delete.c	DeleteConv, zim_delete_conv()
  *	 conv_clear_unread.c	ClearConversationUnread (a GET),
  *					zim_clear_conversation_unread()
+ *	 conv_list.c	QueryConversationList, zim_query_conversation_list()
+ *	 conv_query_msg.c	QueryPeerMsg and QueryGroupMsg, zim_query_peer_msg(),
+ *					zim_query_group_msg()
  *	 conv_family.c	what the conversation Actions share: their arguments,
  *					the wire's encodings, a writing call's run
  *	 client.c		any Action: schedule, send, retry, judge each attempt,
@@ -299,6 +303,7 @@ typedef struct ZimResponse
 extern bool ZimReadAnswer(const StringInfo body, ZimResponse *resp, const char **why);
 extern const char *ZimQuoteBody(const StringInfoData *body);
 extern JsonbValue *ZimJsonGet(Jsonb *jb, const char *key);
+extern Jsonb *ZimJsonParseText(const char *utf8, int len);
 extern bool ZimJsonInt64(const JsonbValue *v, int64 *out);
 
 /* ---- client.c ---- */
@@ -421,6 +426,27 @@ extern const char *ZimConvStoredProblem(const char *from_user_id, const ZimConv 
 extern char *ZimConvUtf8(StringInfo buf);
 extern void ZimConvQueryParam(StringInfo query, const char *name, const char *value);
 extern bool ZimConvCodeIsOwn(int64 code);
+
+/* the pages of one reading call */
+typedef struct ZimConvPager
+{
+	const char *action;
+	int64		next;			/* the cursor to send; 0 asks for the first page */
+	int			rows;			/* rows so far */
+	int			max_rows;
+	int			page_max;		/* the Action's largest Limit */
+	int			pages;
+	void	   *seen;			/* the cursors ZIM gave (an HTAB) */
+	ZimRequest	req;			/* the last page's */
+} ZimConvPager;
+
+extern int	ZimConvReadMaxRows(FunctionCallInfo fcinfo, int argno);
+extern void ZimConvPagerInit(ZimConvPager *pager, const char *action, int max_rows, int page_max);
+extern int	ZimConvPagerLimit(const ZimConvPager *pager);
+extern JsonbContainer *ZimConvPagerFetch(ZimConvPager *pager, char *body);
+extern bool ZimConvPagerNext(ZimConvPager *pager, int page_rows);
+extern void ZimConvBadAnswer(const char *action, const char *what);
+extern bool ZimConvMsToTimestamp(int64 ms, TimestampTz *ts);
 extern Datum ZimConvFamilyCall(FunctionCallInfo fcinfo, const ZimConvKind *kind, bool one_type);
 
 /* ---- conv_pinned.c ---- */
