@@ -1,0 +1,141 @@
+# Hostile answers for each Action of the conversation family: failure
+# lists of the wrong type, entries with missing or extra fields, a
+# SetConvMark FailList whose inner lists are missing or not arrays, a List
+# of the wrong type, a MsgId beyond bigint, Next values that are not
+# cursors, media bodies that are not URL-encoded JSON, and seeded random
+# mutations of valid answers.  Every call ends in success or one of the
+# contract's SQLSTATEs, in bounded time, and no backend crashes.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use MIME::Base64 qw(encode_base64);
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ZimTest;
+
+my $node = zim_node('ffuzz', conf => "zim_pin.timeout_ms = 1500\n");
+$node->safe_psql('postgres', q{SELECT double('Reset')});
+is($node->safe_psql('postgres', q{SELECT register('p1', 'p2')}), '0', 'users registered');
+$node->safe_psql('postgres', q{SELECT double('Seed', '{"Groups": {"g1": ["p1", "p2"]}}')});
+
+my $seed = $ENV{ZIM_FUZZ_SEED} || int(rand(1_000_000));
+srand($seed);
+note "ZIM_FUZZ_SEED=$seed";
+
+my $ok = '"Code":0,"Message":"success","RequestId":"r1"';
+my $msg = '{"Sender":"p1","MsgType":11,"SubMsgType":0,"MsgBody":"%7B%22FileName%22%3A%22a%20b%22%7D","MsgId":971503777289036700,"MsgSeq":1,"Payload":"","MsgTime":1700000000000,"IsEmpty":0}';
+# per Action: the call, and answers (valid first, then hostile by hand)
+my %actions = (
+	SilenceConvNotification => [q{SELECT count(*) FROM zim_silence_conv_notification('p1', ARRAY['g1', 'g2'], 2, true)},
+		qq({$ok,"ErrorList":[{"ConvId":"g2","SubCode":660600001,"SubMessage":"no group"}]}),
+		qq({"Code":660600001,"Message":"x","RequestId":"r","ErrorList":[{"ConvId":"g1","SubCode":660800051},{"ConvId":"g2","SubCode":660600001}]}),
+		qq({$ok,"ErrorList":{}}), qq({$ok,"ErrorList":[1,"x",null]}), qq({$ok,"ErrorList":[{"SubCode":1}]}),
+		qq({$ok,"ErrorList":[{"ConvId":5,"SubCode":1}]}), qq({$ok,"ErrorList":[{"ConvId":"g1","SubCode":"1"}]}),
+		qq({$ok,"ErrorList":[{"ConvId":"g1","SubCode":1,"SubMessage":7,"Extra":[1,{}]}]})],
+	SetConvMark => [q{SELECT count(*) FROM zim_set_conv_mark('p1', ARRAY['g1', 'p2'], ARRAY[2, 0], 3, true)},
+		qq({$ok,"FailList":[{"SubCode":0,"UserId":"p1","FailList":[{"Code":1,"Message":"bad","ConvId":"g1","ConvType":2}]}]}),
+		qq({"Code":660800054,"Message":"x","RequestId":"r","FailList":[{"SubCode":1,"SubMessage":"user not exist","UserId":"p1"}]}),
+		qq({$ok,"FailList":{}}), qq({$ok,"FailList":[{"SubCode":0,"UserId":"p1","FailList":{}}]}),
+		qq({$ok,"FailList":[{"SubCode":0,"UserId":"p1","FailList":"x"}]}), qq({$ok,"FailList":[{"SubCode":0,"UserId":"p1"}]}),
+		qq({$ok,"FailList":[{"SubCode":"a"}]}), qq({$ok,"FailList":[7]}),
+		qq({$ok,"FailList":[{"SubCode":0,"FailList":[{"Code":1,"ConvId":"g1"}]}]}),
+		qq({$ok,"FailList":[{"SubCode":0,"FailList":[{"Code":1,"ConvId":"g1","ConvType":5,"Message":null,"X":1}]}]})],
+	DeleteConv => [q{SELECT count(*) FROM zim_delete_conv('p1', ARRAY['g1'], 2)},
+		qq({$ok}), q({"Code":660800002,"Message":"no","RequestId":"r"}), qq({$ok,"ErrorList":[{"ConvId":"g1"}]}),
+		q({"Code":660600001,"Message":"no group","RequestId":"r","Extra":{"a":[]}})],
+	ClearConversationUnread => [q{SELECT count(*) FROM zim_clear_conversation_unread('p1', ARRAY['g1'], 2)},
+		qq({$ok}), q({"Code":660800002,"Message":"no","RequestId":"r"}), qq({$ok,"FailList":[1]})],
+	QueryConversationList => [q{SELECT count(*) FROM zim_query_conversation_list('p1', 10)},
+		qq({$ok,"TotalCount":2,"Next":0,"List":[{"ConvId":"p2","UpdateTime":1700000000000},{"ConvId":"g1","ConvType":2,"UpdateTime":1700000000001}]}),
+		qq({$ok,"Next":0,"List":{}}), qq({$ok,"Next":0,"List":"x"}), qq({$ok,"Next":0,"List":[1,null]}),
+		qq({$ok,"Next":0,"List":[{"ConvId":"p2","ConvType":"0"}]}), qq({$ok,"Next":0,"List":[{"ConvId":"p2","UpdateTime":1e300}]}),
+		qq({$ok,"Next":0,"List":[{"ConvId":"p2","UpdateTime":-99999999999999999}]}),
+		qq({$ok,"Next":-1,"List":[{"ConvId":"p2"}]}), qq({$ok,"Next":"abc","List":[{"ConvId":"p2"}]}),
+		qq({$ok,"Next":1e30,"List":[{"ConvId":"p2"}]}), qq({$ok,"Next":5,"List":[]})],
+	QueryPeerMsg => [q{SELECT count(*) FROM zim_query_peer_msg('p1', 'p2', 10)},
+		qq({$ok,"Next":0,"List":[$msg]}),
+		qq({$ok,"Next":0,"List":[{"Sender":"p1","MsgType":1,"MsgId":99999999999999999999,"MsgSeq":1,"MsgTime":1}]}),
+		qq({$ok,"Next":0,"List":[{"Sender":"p1","MsgType":11,"MsgBody":"%ZZ%7B%22a","MsgId":1,"MsgSeq":1,"MsgTime":1}]}),
+		qq({$ok,"Next":0,"List":[{"Sender":"p1","MsgType":12,"MsgBody":"not json at all","MsgId":1,"MsgSeq":1,"MsgTime":1}]}),
+		qq({$ok,"Next":0,"List":[{"Sender":"p1","MsgType":13,"MsgBody":"%00%7B%7D","MsgId":1,"MsgSeq":1,"MsgTime":1}]}),
+		qq({$ok,"Next":0,"List":[{"Sender":"p1","MsgType":14,"MsgBody":"%5B%5B%5B%5B%5B","MsgId":1,"MsgSeq":1,"MsgTime":1}]}),
+		qq({$ok,"Next":0,"List":[{"Sender":7,"MsgType":1,"MsgId":1,"MsgSeq":1,"MsgTime":1}]}),
+		qq({$ok,"Next":0,"List":[{"MsgType":1,"MsgId":"1","MsgSeq":1,"MsgTime":1}]}), qq({$ok,"Next":0,"List":{}})],
+	QueryGroupMsg => [q{SELECT count(*) FROM zim_query_group_msg('g1', 10)},
+		qq({$ok,"Next":0,"List":[$msg]}), qq({$ok,"Next":0,"List":[{"MsgId":-1}]}),
+		qq({$ok,"Next":7,"List":[$msg]}), q({"Code":660600001,"Message":"no group","RequestId":"r"})],
+);
+
+my @atoms = ('{', '}', '[', ']', '"', ':', ',', '\\', '\\u0000', '\\ud800', "\x00", "\xff", "\xc3",
+	'1e999999', '9' x 400, 'null', 'true', '-', '"List"', '"FailList"', '"ErrorList"', '"Next"',
+	'"MsgId"', '%', '[' x 3000, ' ' x 500);
+
+sub mutate
+{
+	my ($s) = @_;
+	for (1 .. 1 + int(rand(3)))
+	{
+		my $at = int(rand(length($s) + 1));
+		my $op = int(rand(5));
+		if ($op == 0) { substr($s, $at, 1, chr(int(rand(256)))) if $at < length $s; }
+		elsif ($op == 1) { substr($s, $at, 1 + int(rand(8)), ''); }
+		elsif ($op == 2) { substr($s, $at, 0, $atoms[ int(rand(@atoms)) ]); }
+		elsif ($op == 3) { $s = substr($s, 0, $at); }
+		else { my $len = int(rand(40)); substr($s, $at, 0, substr($s, int(rand(length $s)), $len)); }
+	}
+	return $s;
+}
+
+$node->safe_psql('postgres', q{
+	CREATE TABLE fuzz (action text, i int, state text, ms float8);
+	CREATE FUNCTION fuzz_one(action text, i int, call text, data text) RETURNS void LANGUAGE plpgsql AS $$
+	DECLARE t0 timestamptz := clock_timestamp(); st text := 'ok';
+	BEGIN
+		PERFORM double('Fault', '{"Fault": "clear"}');
+		PERFORM double('Fault', jsonb_build_object('Fault', 'body', 'Action', action, 'Body', data, 'Base64', true));
+		BEGIN
+			EXECUTE call;
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE;
+		END;
+		INSERT INTO fuzz VALUES (action, i, st, extract(epoch FROM clock_timestamp() - t0) * 1000);
+	END $$;
+});
+
+my $n_mutations = $ENV{ZIM_FUZZ_CASES} ? int($ENV{ZIM_FUZZ_CASES} / 7) : 30;
+my $cases = 0;
+for my $action (sort keys %actions)
+{
+	my ($call, @answers) = @{ $actions{$action} };
+	my @valid = @answers[ 0 .. 1 ];
+	push @answers, map { mutate($valid[ int(rand(@valid)) ]) } 1 .. $n_mutations;
+	my $sql = "SET zim_pin.max_retries = 0; SET client_min_messages = warning;\n";
+	for my $i (0 .. $#answers)
+	{
+		my $b64 = encode_base64($answers[$i], '');
+		(my $c = $call) =~ s/'/''/g;
+		$sql .= "SELECT fuzz_one('$action', $i, '$c', '$b64');\n";
+		$cases++;
+	}
+	my ($ret, $out, $err) = $node->psql('postgres', $sql, on_error_stop => 0);
+	is($err, '', "$action: " . scalar(@answers) . ' hostile answers in one session');
+}
+my $allowed = q{('ok', '08001', '08006', 'ZP001', 'ZP002', 'ZP003', 'ZP004', 'ZP005')};
+is($node->safe_psql('postgres', "SELECT count(*) FROM fuzz"), $cases, "all $cases cases ran");
+is($node->safe_psql('postgres', "SELECT count(*) FROM fuzz WHERE state NOT IN $allowed"), '0',
+	'each ended in success or one of the contract\'s SQLSTATEs')
+	or diag $node->safe_psql('postgres', "SELECT action, i, state FROM fuzz WHERE state NOT IN $allowed LIMIT 10");
+note $node->safe_psql('postgres', q{SELECT string_agg(action || ' ' || state || ': ' || n, ', ') FROM
+	(SELECT action, state, count(*) n FROM fuzz GROUP BY 1, 2 ORDER BY 1, 2) s});
+is($node->safe_psql('postgres', q{SELECT string_agg(action, ',' ORDER BY action) FROM fuzz WHERE i = 0 AND state = 'ok'}),
+	join(',', sort keys %actions), 'the valid answers succeeded');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM fuzz WHERE action = 'QueryPeerMsg' AND i = 1 AND state = 'ZP005'}), '1',
+	'a MsgId beyond bigint is an invalid answer (ZP005)');
+cmp_ok($node->safe_psql('postgres', q{SELECT max(ms) FROM fuzz}), '<', 5000, '... each within a bounded time');
+cmp_ok($node->safe_psql('postgres', q{SELECT count(DISTINCT state) FROM fuzz}), '>=', 3, '... and the cases reached several outcomes');
+ok(!$node->log_contains('terminated by signal'), 'no backend crashed');
+$node->safe_psql('postgres', q{SELECT double('Fault', '{"Fault": "clear"}')});
+is($node->safe_psql('postgres', q{SELECT count(*) FROM zim_query_conversation_list('p1')}), '0', 'the server keeps working');
+$node->stop;
+done_testing();
