@@ -63,3 +63,36 @@ SELECT double('Seed', '{"Groups": {"frg": ["fr_a", "fr_b"]},
 SELECT count(*), count(DISTINCT sender) FROM zim_query_group_msg('frg');
 SELECT count(*) FROM zim_query_group_msg('frg', 5);
 SELECT * FROM zim_try($$SELECT * FROM zim_query_group_msg('no-such-group')$$);
+
+-- ---- every function of the family: the whole-call failures --------------
+SELECT double('Reset')->'Code' AS reset;
+SELECT register('fr_a', 'fr_b');
+SELECT double('Seed', '{"Groups": {"frg": ["fr_a", "fr_b"]}}')->'Code' AS seeded;
+SET zim_pin.max_retries = 0;
+CREATE TEMP TABLE family_calls (fn text, call text);
+INSERT INTO family_calls VALUES
+  ('silence', $$SELECT * FROM zim_silence_conv_notification('fr_a', ARRAY['fr_b'], 0, true)$$),
+  ('mark', $$SELECT * FROM zim_set_conv_mark('fr_a', ARRAY['fr_b'], 0, 2, true)$$),
+  ('delete', $$SELECT * FROM zim_delete_conv('fr_a', ARRAY['fr_b'], 0)$$),
+  ('clear', $$SELECT * FROM zim_clear_conversation_unread('fr_a', ARRAY['fr_b'], 0)$$),
+  ('list', $$SELECT * FROM zim_query_conversation_list('fr_a')$$),
+  ('peer', $$SELECT * FROM zim_query_peer_msg('fr_a', 'fr_b')$$),
+  ('group', $$SELECT * FROM zim_query_group_msg('frg')$$);
+CREATE TEMP TABLE family_faults (fault text, body jsonb);
+INSERT INTO family_faults VALUES
+  ('rate limited', '{"Fault": "code", "Code": 660300005}'),
+  ('bad signature', '{"Fault": "code", "Code": 100000005}'),
+  ('HTTP 500', '{"Fault": "http500"}'),
+  ('not JSON', '{"Fault": "nonjson"}');
+CREATE FUNCTION pg_temp.with_fault(body jsonb, call text, OUT state text, OUT message text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM double('Fault', '{"Fault": "clear"}');
+    PERFORM double('Fault', body);
+    SELECT t.state, t.message INTO state, message FROM zim_try(call) t;
+END $$;
+SELECT f.fault, c.fn, t.state, t.message
+FROM family_faults f CROSS JOIN family_calls c,
+     LATERAL pg_temp.with_fault(f.body, c.call) t
+ORDER BY f.fault, c.fn;
+RESET zim_pin.max_retries;
