@@ -39,9 +39,13 @@ Anything else is HTTP 404 (JSON body).
 Test controls
 -------------
 reset   ``{}``: forget users, pins, conversations, nonces, the request log,
-        pending faults and counters; restore LatencyMs 0 and the command-line
-        RateLimit and MaxConvs. Open connections stay open.
-config  ``{"LatencyMs"?, "RateLimit"?, "MaxConvs"?, "SecretRotated"?}``;
+        pending faults and counters; restore LatencyMs 0, JitterMs 0 and the
+        command-line RateLimit and MaxConvs. Open connections stay open.
+config  ``{"LatencyMs"?, "JitterMs"?, "RateLimit"?, "MaxConvs"?, "SecretRotated"?}``;
+        JitterMs N delays each request on its way in by a random 0..N ms
+        (uniform, independently per request) before it is received: a
+        network whose delays vary, so requests can arrive closer together
+        than they left, and in another order.
         SecretRotated true makes every Action but the test controls expect
         another secret (as if it were changed in the console): clients then
         get 100000005, without anyone setting a wrong secret in a session.
@@ -80,6 +84,9 @@ Choices where the vendor is silent
 * Every SignatureNonce received since the last reset counts as seen, even
   from a faulted or refused request: a client must re-sign every retry.
 * Rate limiting uses a sliding 1 s window per Action over accepted calls.
+* JitterMs is slept before anything else of a request whose Action does not
+  start with "Test": its time of receipt (T), the rate limit and faults all
+  see it after the delay, as the vendor would behind a jittery network.
 * LatencyMs is slept after the call is processed, before the answer is sent
   (the state change happens even if the client gives up waiting).
 * The "nonjson" fault is sent as Content-Type application/json; the http500
@@ -96,6 +103,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import re
 import secrets
 import select
@@ -256,6 +264,7 @@ class State:
         self.rate_limited: dict[str, int] = {}
         self.connections = 0
         self.latency_ms: float = 0
+        self.jitter_ms: float = 0                     # see Handler.api
         self.rate_limit = self.default_rate_limit
         self.max_convs = self.default_max_convs
         self.secret_rotated = False                   # see ctl_config
@@ -425,16 +434,19 @@ def ctl_reset(st: State, body: dict) -> tuple[bool, dict]:
 
 def ctl_config(st: State, body: dict) -> tuple[bool, dict]:
     lat, rate, maxc = body.get("LatencyMs"), body.get("RateLimit"), body.get("MaxConvs")
-    rotated = body.get("SecretRotated")
+    rotated, jitter = body.get("SecretRotated"), body.get("JitterMs")
     if rotated is not None and not isinstance(rotated, bool):
         return False, whole_call(2)
     if ((lat is not None and (not is_number(lat) or lat < 0))
+            or (jitter is not None and (not is_number(jitter) or jitter < 0))
             or (rate is not None and (not is_int(rate) or rate < 0))
             or (maxc is not None and (not is_int(maxc) or maxc < 1))):
         return False, whole_call(2)
     with st.lock:
         if lat is not None:
             st.latency_ms = lat
+        if jitter is not None:
+            st.jitter_ms = jitter
         if rate is not None:
             st.rate_limit = rate
         if maxc is not None:
@@ -510,8 +522,8 @@ def ctl_state(st: State, body: dict) -> tuple[bool, dict]:
             Requests=requests,
             RateLimited=dict(st.rate_limited),
             MaxInAnyWindow={a: max_in_any_window(t) for a, t in times.items()},
-            Config={"LatencyMs": st.latency_ms, "RateLimit": st.rate_limit,
-                    "MaxConvs": st.max_convs},
+            Config={"LatencyMs": st.latency_ms, "JitterMs": st.jitter_ms,
+                    "RateLimit": st.rate_limit, "MaxConvs": st.max_convs},
             Faults=[{k: (len(v) if k == "Data" else v) for k, v in f.items()}
                     for f in st.faults + st.conn_faults],
         )
@@ -722,6 +734,13 @@ class Handler(BaseHTTPRequestHandler):
         action = params.get("Action", [""])[0]
         nonce = params.get("SignatureNonce", [""])[0]
         is_test = action.startswith("Test")
+        if not is_test:
+            # the network's jitter: the request arrives late by 0..JitterMs
+            with st.lock:
+                jitter = st.jitter_ms
+            if jitter:
+                time.sleep(random.uniform(0, jitter) / 1000)
+                t0 = time.monotonic()
         if SIG_LOG is not None:
             # for the leak checks of test/run-tests: every signature a client sent
             with SIG_LOG_LOCK:
