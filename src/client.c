@@ -35,7 +35,6 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(zim_api);
 
@@ -66,10 +65,10 @@ zim_maybe_retry(ZimRequest *req, bool retryable, bool rate_limited)
 	if (!retryable || req->attempts > call_max_retries)
 		return false;
 	req->state = ZIM_REQ_BACKOFF;
-	req->at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										  ZimBackoffMs(req->attempts - 1,
-													   rate_limited ? ZIM_RATE_LIMIT_PAUSE_MS : BACKOFF_BASE_MS,
-													   BACKOFF_CAP_MS));
+	req->at = ZimRateNow() +
+		(ZimMonoTime) ZimBackoffMs(req->attempts - 1,
+								   rate_limited ? ZIM_RATE_LIMIT_PAUSE_MS : BACKOFF_BASE_MS,
+								   BACKOFF_CAP_MS) * 1000;
 	return true;
 }
 
@@ -193,7 +192,7 @@ zim_forget_url(ZimRequest *req)
 
 /* a request whose send time has come passes the gate: sign and start it */
 static void
-zim_start_attempt(const char *action, ZimRequest *req, TimestampTz now)
+zim_start_attempt(const char *action, ZimRequest *req, ZimMonoTime now)
 {
 	/* RUNNING and counted in flight from here on, so cleanup releases both */
 	req->state = ZIM_REQ_RUNNING;
@@ -212,14 +211,14 @@ zim_start_attempt(const char *action, ZimRequest *req, TimestampTz now)
  * true while a request is not yet ANSWERED or FAILED.
  */
 static bool
-zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake,
+zim_schedule(const char *action, ZimRequest *reqs, int n, ZimMonoTime *wake,
 			 ZimWaitEvent *wake_event)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	ZimMonoTime now = ZimRateNow();
 	int			busy = 0;
 	bool		pending = false;
 
-	*wake = DT_NOEND;
+	*wake = PG_INT64_MAX;
 	*wake_event = ZIM_WAIT_RATE_LIMIT;
 
 	for (int i = 0; i < n; i++)
@@ -267,15 +266,15 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake,
  * earlier than the truth by however long the backend took to get libcurl
  * going, which under load let a request out too soon.)
  */
-static TimestampTz
+static ZimMonoTime
 zim_sent_at(const ZimRequest *req)
 {
-	TimestampTz sent;
+	ZimMonoTime sent;
 
 	if (!req->http.request_sent)
 		return 0;
-	sent = GetCurrentTimestamp() -
-		(TimestampTz) ((req->http.elapsed_ms - req->http.pretransfer_ms) * 1000.0);
+	sent = ZimRateNow() -
+		(ZimMonoTime) ((req->http.elapsed_ms - req->http.pretransfer_ms) * 1000.0);
 	return Max(sent, req->started);
 }
 
@@ -301,16 +300,16 @@ zim_collect(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
 static void
 zim_send_loop(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
 {
-	TimestampTz wake;
+	ZimMonoTime wake;
 	ZimWaitEvent wake_event;
 
 	while (zim_schedule(action, reqs, n, &wake, &wake_event))
 	{
 		long		timeout = 1000;
 
-		if (wake != DT_NOEND)
-			timeout = Min(timeout,
-						  Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), wake)));
+		/* in whole milliseconds, rounded up: never wake before the time */
+		if (wake != PG_INT64_MAX)
+			timeout = Min(timeout, Max(0, (wake - ZimRateNow() + 999) / 1000));
 
 		if (ZimHttpInFlight() > 0)
 			ZimHttpWait(timeout);
@@ -368,7 +367,7 @@ ZimSendRequests(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int
 			{
 				/* abandoned transfers may have left: count them as sent now */
 				if (reqs[i].in_flight)
-					ZimRateSent(action, GetCurrentTimestamp());
+					ZimRateSent(action, ZimRateNow());
 				reqs[i].in_flight = false;
 				/* send times reserved but not reached are given back */
 				if (reqs[i].state == ZIM_REQ_SCHEDULED)

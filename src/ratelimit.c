@@ -3,7 +3,7 @@
  * ratelimit.c
  *	  The outgoing rate limit: at most zim_pin.requests_per_second requests
  *	  per Action in any sliding one-second window, across every backend of
- *	  the server when preloaded (per backend otherwise).
+ *	  the server when preloaded (per backend otherwise); and its clock.
  *
  * A request does not wait for a free slot and then race for it: it
  * reserves the earliest send time that keeps every window within the limit
@@ -26,6 +26,11 @@
  * server shares the AppId), ZimRatePause holds back every request of that
  * Action, from every backend, for a moment.
  *
+ * Every time here is a ZimMonoTime, of CLOCK_MONOTONIC (ZimRateNow): a
+ * step of the wall clock (NTP, an administrator) neither stalls the limiter
+ * nor lets a burst out.  The clock is the machine's, the same in every
+ * backend, so the times in shared memory compare across processes.
+ *
  * The limiter only decides times: it never waits (client.c does, on the
  * latch), never raises while it holds the lock, and counts nothing (the
  * caller tells stats.c).
@@ -36,8 +41,9 @@
  */
 #include "zim_pin.h"
 
+#include <time.h>
+
 #include "storage/ipc.h"
-#include "utils/timestamp.h"
 
 #define RATE_WINDOW_US		(1000 * 1000 + 25 * 1000)
 
@@ -52,7 +58,7 @@ static int	my_inflight[ZIM_MAX_ACTIONS];
 typedef struct MyReservation
 {
 	int			slot;
-	TimestampTz at;
+	ZimMonoTime at;
 } MyReservation;
 
 static MyReservation my_reservations[ZIM_MAX_TRANSFERS * 2];
@@ -60,6 +66,19 @@ static int	n_my_reservations = 0;
 static bool exit_callback_registered = false;
 
 static void zim_rate_at_exit(int code, Datum arg);
+
+/*
+ * Now, on the limiter's clock.  Never called with the lock held.
+ */
+ZimMonoTime
+ZimRateNow(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		elog(ERROR, "clock_gettime(CLOCK_MONOTONIC) failed: %m");
+	return (ZimMonoTime) ts.tv_sec * USECS_PER_SEC + ts.tv_nsec / 1000;
+}
 
 static void
 zim_rate_register_exit(void)
@@ -73,7 +92,7 @@ zim_rate_register_exit(void)
 
 /* forget one of this backend's reservations; false if it is not one */
 static bool
-zim_forget_mine(int slot, TimestampTz at)
+zim_forget_mine(int slot, ZimMonoTime at)
 {
 	for (int i = n_my_reservations - 1; i >= 0; i--)
 		if (my_reservations[i].slot == slot && my_reservations[i].at == at)
@@ -90,7 +109,7 @@ zim_forget_mine(int slot, TimestampTz at)
  * than the limit needs, so every window still holds at most the limit.
  */
 static void
-zim_ring_remove(ZimActionState *st, TimestampTz at)
+zim_ring_remove(ZimActionState *st, ZimMonoTime at)
 {
 	for (int i = st->count - 1; i >= 0; i--)
 	{
@@ -107,11 +126,11 @@ zim_ring_remove(ZimActionState *st, TimestampTz at)
  * Reserve the send time of one request of this Action; returns it (it may
  * lie in the future; the caller waits, interruptibly, and counts the wait).
  */
-TimestampTz
-ZimRateReserve(const char *action, TimestampTz now)
+ZimMonoTime
+ZimRateReserve(const char *action, ZimMonoTime now)
 {
 	ZimActionState *st;
-	TimestampTz t = now;
+	ZimMonoTime t = now;
 	int			limit = zim_requests_per_second;
 
 	ZimShmemLock();
@@ -128,14 +147,14 @@ ZimRateReserve(const char *action, TimestampTz now)
 		t = st->paused_until;
 	if (st->count > 0)
 	{
-		TimestampTz last = ZimReservation(st, st->count - 1);
+		ZimMonoTime last = ZimReservation(st, st->count - 1);
 
 		if (last > t)
 			t = last;
 	}
 	if (st->count >= limit)
 	{
-		TimestampTz nth = ZimReservation(st, st->count - limit);
+		ZimMonoTime nth = ZimReservation(st, st->count - limit);
 
 		if (nth + RATE_WINDOW_US > t)
 			t = nth + RATE_WINDOW_US;
@@ -167,7 +186,7 @@ ZimRateReserve(const char *action, TimestampTz now)
  * calls cannot push everyone's next send time into the future.
  */
 void
-ZimRateRelease(const char *action, TimestampTz at)
+ZimRateRelease(const char *action, ZimMonoTime at)
 {
 	ZimActionState *st;
 
@@ -190,8 +209,8 @@ ZimRateRelease(const char *action, TimestampTz at)
  * when to try again, if not.
  */
 bool
-ZimRateGate(const char *action, TimestampTz now, TimestampTz reserved_at,
-			TimestampTz *retry_at)
+ZimRateGate(const char *action, ZimMonoTime now, ZimMonoTime reserved_at,
+			ZimMonoTime *retry_at)
 {
 	ZimActionState *st;
 	int			limit = zim_requests_per_second;
@@ -236,7 +255,7 @@ ZimRateGate(const char *action, TimestampTz now, TimestampTz reserved_at,
  * surely never left).
  */
 void
-ZimRateSent(const char *action, TimestampTz sent_at)
+ZimRateSent(const char *action, ZimMonoTime sent_at)
 {
 	ZimActionState *st;
 
@@ -273,7 +292,7 @@ ZimRateSent(const char *action, TimestampTz sent_at)
 static void
 zim_rate_at_exit(int code, Datum arg)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	ZimMonoTime now = ZimRateNow();
 
 	if (ZimShmemLockHeld())
 		return;					/* LWLockReleaseAll comes later; skip */
@@ -308,7 +327,7 @@ zim_rate_at_exit(int code, Datum arg)
 void
 ZimRatePause(const char *action, int ms)
 {
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	ZimMonoTime until = ZimRateNow() + (int64) ms * 1000;
 	ZimActionState *st;
 
 	ZimShmemLock();

@@ -53,7 +53,7 @@ typedef struct ZimShared
 } ZimShared;
 
 #define SHARED_SLOT_SIZE \
-	MAXALIGN(offsetof(ZimActionState, rings) + 2 * sizeof(TimestampTz) * ZIM_MAX_RATE)
+	MAXALIGN(offsetof(ZimActionState, rings) + 2 * sizeof(ZimMonoTime) * ZIM_MAX_RATE)
 
 static ZimShared *zim_shared = NULL;
 static LWLock *zim_lock = NULL;
@@ -169,7 +169,7 @@ local_ensure_capacity(int i)
 		return old;
 
 	new = MemoryContextAllocZero(TopMemoryContext,
-								 offsetof(ZimActionState, rings) + 2 * sizeof(TimestampTz) * want);
+								 offsetof(ZimActionState, rings) + 2 * sizeof(ZimMonoTime) * want);
 	if (old)
 	{
 		memcpy(new, old, offsetof(ZimActionState, rings));
