@@ -149,9 +149,12 @@ zim_settle_answer(const char *action, ZimRetryPolicy policy, ZimRequest *req)
 	elog(DEBUG1, "zim_pin: %s RequestId %s Code " INT64_FORMAT " in %.1f ms",
 		 action, req->response.request_id, code, req->http.elapsed_ms);
 
-	/* someone else shares the AppId: slow the whole server down */
+	/*
+	 * Our margin was too narrow for the network's jitter, or someone else
+	 * shares the AppId: slow the whole server down
+	 */
 	if (code != 0 && ZimCodeIsRateLimit(code))
-		ZimRatePause(action, ZIM_RATE_LIMIT_PAUSE_MS);
+		ZimRateExceeded(action, req->started, ZIM_RATE_LIMIT_PAUSE_MS);
 	retry = code != 0 &&
 		zim_maybe_retry(req, ZimCodeIsRetryable(code, policy) && !req->response.has_items,
 						ZimCodeIsRateLimit(code));
@@ -258,6 +261,13 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, ZimMonoTime *wake,
 	return pending;
 }
 
+/* a finished exchange's wire time: from when its request left to its end */
+static int64
+zim_wire_us(const ZimRequest *req)
+{
+	return Max(0, (int64) ((req->http.elapsed_ms - req->http.pretransfer_ms) * 1000.0));
+}
+
 /*
  * When the request of a finished exchange left, for the limiter (0: it
  * never did).  Counted back from now, when we saw the exchange end, by
@@ -269,13 +279,9 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, ZimMonoTime *wake,
 static ZimMonoTime
 zim_sent_at(const ZimRequest *req)
 {
-	ZimMonoTime sent;
-
 	if (!req->http.request_sent)
 		return 0;
-	sent = ZimRateNow() -
-		(ZimMonoTime) ((req->http.elapsed_ms - req->http.pretransfer_ms) * 1000.0);
-	return Max(sent, req->started);
+	return Max(ZimRateNow() - zim_wire_us(req), req->started);
 }
 
 /* settle the attempts whose exchanges are over */
@@ -291,7 +297,8 @@ zim_collect(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
 		ZimHttpFinish(req->transfer, &req->http);
 		/* once only: judging the answer below may raise */
 		req->in_flight = false;
-		ZimRateSent(action, zim_sent_at(req));
+		ZimRateSent(action, zim_sent_at(req),
+					req->http.status == ZIM_HTTP_OK ? zim_wire_us(req) : -1);
 		zim_forget_url(req);
 		zim_settle_attempt(action, policy, req);
 	}
@@ -367,7 +374,7 @@ ZimSendRequests(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int
 			{
 				/* abandoned transfers may have left: count them as sent now */
 				if (reqs[i].in_flight)
-					ZimRateSent(action, ZimRateNow());
+					ZimRateSent(action, ZimRateNow(), -1);
 				reqs[i].in_flight = false;
 				/* send times reserved but not reached are given back */
 				if (reqs[i].state == ZIM_REQ_SCHEDULED)

@@ -15,7 +15,8 @@
  *	 ZimShared		stats_reset, n_actions, the ZimQueueShared of the
  *					launcher, worker and enqueuing backends
  *	 slot 0 .. 15	ZIM_MAX_ACTIONS ZimActionState of SHARED_SLOT_SIZE each:
- *					the Action's name, pause, counters, and its two rings of
+ *					the Action's name, counters, and the limiter's state:
+ *					pause, margin, recent wire times and two rings of
  *					ZIM_MAX_RATE send times (ratelimit.c); the first are
  *					the documented Actions (ZIM_KNOWN_ACTIONS), then others
  *					as they come; the last slot is "(other)", shared by the

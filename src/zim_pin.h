@@ -93,6 +93,8 @@
 #define ZIM_MAX_RATE			10000
 /* Most HTTP exchanges one backend runs at once */
 #define ZIM_MAX_TRANSFERS		16
+/* Wire times of recent exchanges each Action keeps (the limiter's margin) */
+#define ZIM_RATE_WIRE_SAMPLES	32
 
 /*
  * Microseconds of CLOCK_MONOTONIC: the clock of the limiter and of every
@@ -166,6 +168,12 @@ typedef struct ZimActionState
 	char		action[ZIM_MAX_ACTION_LEN + 1];
 	ZimMonoTime paused_until;	/* no request before this (backing off) */
 	ZimStats	stats;
+	int64		widened_us;		/* the margin's widening, as set ... */
+	ZimMonoTime widened_at;		/* ... at this time; it narrows from there */
+	int			wire_next;		/* wire_us: the next entry to write */
+	int			wire_count;		/* wire_us: entries */
+	int32		wire_us[ZIM_RATE_WIRE_SAMPLES];	/* recent exchanges' wire times */
+	int32		wire_spread_us; /* the most of wire_us minus the least */
 	int			capacity;		/* size of each ring */
 	int			head;			/* reserved ring: oldest entry */
 	int			count;			/* reserved ring: entries */
@@ -263,8 +271,8 @@ extern ZimMonoTime ZimRateReserve(const char *action, ZimMonoTime now);
 extern bool ZimRateGate(const char *action, ZimMonoTime now, ZimMonoTime reserved_at,
 						ZimMonoTime *retry_at);
 extern void ZimRateRelease(const char *action, ZimMonoTime reserved_at);
-extern void ZimRateSent(const char *action, ZimMonoTime sent_at);
-extern void ZimRatePause(const char *action, int ms);
+extern void ZimRateSent(const char *action, ZimMonoTime sent_at, int64 wire_us);
+extern void ZimRateExceeded(const char *action, ZimMonoTime started, int pause_ms);
 
 /* ---- codes.c ---- */
 
