@@ -35,7 +35,6 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(zim_api);
 
@@ -66,10 +65,10 @@ zim_maybe_retry(ZimRequest *req, bool retryable, bool rate_limited)
 	if (!retryable || req->attempts > call_max_retries)
 		return false;
 	req->state = ZIM_REQ_BACKOFF;
-	req->at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										  ZimBackoffMs(req->attempts - 1,
-													   rate_limited ? ZIM_RATE_LIMIT_PAUSE_MS : BACKOFF_BASE_MS,
-													   BACKOFF_CAP_MS));
+	req->at = ZimRateNow() +
+		(ZimMonoTime) ZimBackoffMs(req->attempts - 1,
+								   rate_limited ? ZIM_RATE_LIMIT_PAUSE_MS : BACKOFF_BASE_MS,
+								   BACKOFF_CAP_MS) * 1000;
 	return true;
 }
 
@@ -150,9 +149,12 @@ zim_settle_answer(const char *action, ZimRetryPolicy policy, ZimRequest *req)
 	elog(DEBUG1, "zim_pin: %s RequestId %s Code " INT64_FORMAT " in %.1f ms",
 		 action, req->response.request_id, code, req->http.elapsed_ms);
 
-	/* someone else shares the AppId: slow the whole server down */
+	/*
+	 * Our margin was too narrow for the network's jitter, or someone else
+	 * shares the AppId: slow the whole server down
+	 */
 	if (code != 0 && ZimCodeIsRateLimit(code))
-		ZimRatePause(action, ZIM_RATE_LIMIT_PAUSE_MS);
+		ZimRateExceeded(action, req->started, ZIM_RATE_LIMIT_PAUSE_MS);
 	retry = code != 0 &&
 		zim_maybe_retry(req, ZimCodeIsRetryable(code, policy) && !req->response.has_items,
 						ZimCodeIsRateLimit(code));
@@ -193,7 +195,7 @@ zim_forget_url(ZimRequest *req)
 
 /* a request whose send time has come passes the gate: sign and start it */
 static void
-zim_start_attempt(const char *action, ZimRequest *req, TimestampTz now)
+zim_start_attempt(const char *action, ZimRequest *req, ZimMonoTime now)
 {
 	/* RUNNING and counted in flight from here on, so cleanup releases both */
 	req->state = ZIM_REQ_RUNNING;
@@ -214,14 +216,14 @@ zim_start_attempt(const char *action, ZimRequest *req, TimestampTz now)
  * true while a request is not yet ANSWERED or FAILED.
  */
 static bool
-zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake,
+zim_schedule(const char *action, ZimRequest *reqs, int n, ZimMonoTime *wake,
 			 ZimWaitEvent *wake_event)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	ZimMonoTime now = ZimRateNow();
 	int			busy = 0;
 	bool		pending = false;
 
-	*wake = DT_NOEND;
+	*wake = PG_INT64_MAX;
 	*wake_event = ZIM_WAIT_RATE_LIMIT;
 
 	for (int i = 0; i < n; i++)
@@ -261,6 +263,13 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake,
 	return pending;
 }
 
+/* a finished exchange's wire time: from when its request left to its end */
+static int64
+zim_wire_us(const ZimRequest *req)
+{
+	return Max(0, (int64) ((req->http.elapsed_ms - req->http.pretransfer_ms) * 1000.0));
+}
+
 /*
  * When the request of a finished exchange left, for the limiter (0: it
  * never did).  Counted back from now, when we saw the exchange end, by
@@ -269,16 +278,12 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, TimestampTz *wake,
  * earlier than the truth by however long the backend took to get libcurl
  * going, which under load let a request out too soon.)
  */
-static TimestampTz
+static ZimMonoTime
 zim_sent_at(const ZimRequest *req)
 {
-	TimestampTz sent;
-
 	if (!req->http.request_sent)
 		return 0;
-	sent = GetCurrentTimestamp() -
-		(TimestampTz) ((req->http.elapsed_ms - req->http.pretransfer_ms) * 1000.0);
-	return Max(sent, req->started);
+	return Max(ZimRateNow() - zim_wire_us(req), req->started);
 }
 
 /* settle the attempts whose exchanges are over */
@@ -294,7 +299,8 @@ zim_collect(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
 		ZimHttpFinish(req->transfer, &req->http);
 		/* once only: judging the answer below may raise */
 		req->in_flight = false;
-		ZimRateSent(action, zim_sent_at(req));
+		ZimRateSent(action, zim_sent_at(req),
+					req->http.status == ZIM_HTTP_OK ? zim_wire_us(req) : -1);
 		zim_forget_url(req);
 		zim_settle_attempt(action, policy, req);
 	}
@@ -303,16 +309,16 @@ zim_collect(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
 static void
 zim_send_loop(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
 {
-	TimestampTz wake;
+	ZimMonoTime wake;
 	ZimWaitEvent wake_event;
 
 	while (zim_schedule(action, reqs, n, &wake, &wake_event))
 	{
 		long		timeout = 1000;
 
-		if (wake != DT_NOEND)
-			timeout = Min(timeout,
-						  Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), wake)));
+		/* in whole milliseconds, rounded up: never wake before the time */
+		if (wake != PG_INT64_MAX)
+			timeout = Min(timeout, Max(0, (wake - ZimRateNow() + 999) / 1000));
 
 		if (ZimHttpInFlight() > 0)
 			ZimHttpWait(timeout);
@@ -370,7 +376,7 @@ ZimSendRequests(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int
 			{
 				/* abandoned transfers may have left: count them as sent now */
 				if (reqs[i].in_flight)
-					ZimRateSent(action, GetCurrentTimestamp());
+					ZimRateSent(action, ZimRateNow(), -1);
 				reqs[i].in_flight = false;
 				/* send times reserved but not reached are given back */
 				if (reqs[i].state == ZIM_REQ_SCHEDULED)

@@ -3,7 +3,7 @@
  * ratelimit.c
  *	  The outgoing rate limit: at most zim_pin.requests_per_second requests
  *	  per Action in any sliding one-second window, across every backend of
- *	  the server when preloaded (per backend otherwise).
+ *	  the server when preloaded (per backend otherwise); and its clock.
  *
  * A request does not wait for a free slot and then race for it: it
  * reserves the earliest send time that keeps every window within the limit
@@ -18,13 +18,42 @@
  * served in the order they asked, none starved.  A request that is then
  * cancelled leaves its slot unused: the limit still holds.
  *
- * The window is one second plus a small margin: we stamp a request when it
- * leaves, the vendor when it arrives, and the first request on a new
- * connection arrives a TLS handshake later than one on a warm connection.
+ * The window is one second plus a margin, because we stamp a request when
+ * it leaves and the vendor counts it when it arrives.  Two requests N
+ * apart that leave a window apart arrive less than a second apart if the
+ * earlier one was delayed more on the way in, and then the vendor refuses
+ * the later one: so the margin must cover how much the delays of the way
+ * in vary (the network's jitter).  The limiter cannot see the way in
+ * alone, but it sees each exchange's wire time (from the request out to
+ * the answer in), which contains it, and keeps the spread (the most minus
+ * the least) of the wire times of the Action's last ZIM_RATE_WIRE_SAMPLES
+ * exchanges.  The margin is
  *
- * When the vendor still answers that the AppId's rate is exceeded (another
- * server shares the AppId), ZimRatePause holds back every request of that
- * Action, from every backend, for a moment.
+ *	 25 ms + max(half that spread, at most 50 ms; the widening)
+ *
+ * 25 ms because the first request on a new connection arrives a TLS
+ * handshake later than one on a warm connection.  Half the spread is the
+ * jitter of the way in if the network varies alike both ways; capped, so
+ * that answers slow for other reasons (a busy vendor) cost little
+ * throughput.
+ * The widening is the vendor's word that the margin was too narrow
+ * anyway: each refusal (660300005 and the other rate-limit Codes;
+ * ZimRateExceeded) sets it to the whole spread (at most 250 ms) plus
+ * 25 ms, or to twice its current value if that is more, at most 1 s (half
+ * the rate: as when another server uses the AppId as much).  Only the
+ * refusal of a request that passed the gate after the last widening
+ * counts: the others were sent under the narrower margin and tell nothing
+ * new.  Without refusals the widening halves every minute, so a jitter
+ * that has passed costs little for long.
+ *
+ * A refusal also holds back every request of that Action, from every
+ * backend, for a moment (another server may share the AppId): the pause.
+ * Requests already given a send time wait for it at the gate.
+ *
+ * Every time here is a ZimMonoTime, of CLOCK_MONOTONIC (ZimRateNow): a
+ * step of the wall clock (NTP, an administrator) neither stalls the limiter
+ * nor lets a burst out.  The clock is the machine's, the same in every
+ * backend, so the times in shared memory compare across processes.
  *
  * The limiter only decides times: it never waits (client.c does, on the
  * latch), never raises while it holds the lock, and counts nothing (the
@@ -36,10 +65,25 @@
  */
 #include "zim_pin.h"
 
-#include "storage/ipc.h"
-#include "utils/timestamp.h"
+#include <math.h>
+#include <time.h>
 
-#define RATE_WINDOW_US		(1000 * 1000 + 25 * 1000)
+#include "storage/ipc.h"
+
+/* the vendor's window, and the fixed part of the margin */
+#define RATE_WINDOW_US			(1000 * 1000)
+#define RATE_BASE_MARGIN_US		(25 * 1000)
+/* the margin for half the spread of the wire times, at most */
+#define RATE_SEEN_JITTER_MAX_US	(50 * 1000)
+/* the widening a refusal sets: the spread, at most, plus a step; at most */
+#define RATE_WIDEN_SPREAD_US	(250 * 1000)
+#define RATE_WIDEN_STEP_US		(25 * 1000)
+#define RATE_WIDEN_MAX_US		(1000 * 1000)
+/* the widest window there can be */
+#define RATE_WINDOW_MAX_US \
+	(RATE_WINDOW_US + RATE_BASE_MARGIN_US + Max(RATE_WIDEN_MAX_US, RATE_SEEN_JITTER_MAX_US))
+/* without refusals the widening halves in this time */
+#define RATE_NARROW_HALF_LIFE_US	(60.0 * 1000 * 1000)
 
 /* transfers of this backend counted in an Action's inflight, by slot */
 static int	my_inflight[ZIM_MAX_ACTIONS];
@@ -52,7 +96,7 @@ static int	my_inflight[ZIM_MAX_ACTIONS];
 typedef struct MyReservation
 {
 	int			slot;
-	TimestampTz at;
+	ZimMonoTime at;
 } MyReservation;
 
 static MyReservation my_reservations[ZIM_MAX_TRANSFERS * 2];
@@ -60,6 +104,19 @@ static int	n_my_reservations = 0;
 static bool exit_callback_registered = false;
 
 static void zim_rate_at_exit(int code, Datum arg);
+
+/*
+ * Now, on the limiter's clock.  Never called with the lock held.
+ */
+ZimMonoTime
+ZimRateNow(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		elog(ERROR, "clock_gettime(CLOCK_MONOTONIC) failed: %m");
+	return (ZimMonoTime) ts.tv_sec * USECS_PER_SEC + ts.tv_nsec / 1000;
+}
 
 static void
 zim_rate_register_exit(void)
@@ -71,9 +128,61 @@ zim_rate_register_exit(void)
 	}
 }
 
+/* the Action's widening of the margin at now (caller holds the lock) */
+static int64
+zim_rate_widening(const ZimActionState *st, ZimMonoTime now)
+{
+	double		halvings;
+
+	if (st->widened_us <= 0)
+		return 0;
+	halvings = (double) (now - st->widened_at) / RATE_NARROW_HALF_LIFE_US;
+	if (halvings <= 0)
+		return st->widened_us;
+	if (halvings >= 32)
+		return 0;
+	return (int64) (st->widened_us * exp2(-halvings));
+}
+
+/*
+ * The Action's window at now: no window of this length may hold more send
+ * times than the limit (caller holds the lock).  It changes at any moment;
+ * the rings keep every send time that the widest window can hold.
+ */
+static int64
+zim_rate_window(const ZimActionState *st, ZimMonoTime now)
+{
+	int64		seen = Min(st->wire_spread_us / 2, RATE_SEEN_JITTER_MAX_US);
+
+	return RATE_WINDOW_US + RATE_BASE_MARGIN_US + Max(seen, zim_rate_widening(st, now));
+}
+
+/*
+ * Add a wire time to the Action's recent ones, and update how much they
+ * vary: the most minus the least (caller holds the lock).
+ */
+static void
+zim_rate_add_wire(ZimActionState *st, int64 wire_us)
+{
+	int32		lo,
+				hi;
+
+	st->wire_us[st->wire_next] = (int32) Min(wire_us, PG_INT32_MAX);
+	st->wire_next = (st->wire_next + 1) % ZIM_RATE_WIRE_SAMPLES;
+	st->wire_count = Min(st->wire_count + 1, ZIM_RATE_WIRE_SAMPLES);
+
+	lo = hi = st->wire_us[0];
+	for (int i = 1; i < st->wire_count; i++)
+	{
+		lo = Min(lo, st->wire_us[i]);
+		hi = Max(hi, st->wire_us[i]);
+	}
+	st->wire_spread_us = hi - lo;
+}
+
 /* forget one of this backend's reservations; false if it is not one */
 static bool
-zim_forget_mine(int slot, TimestampTz at)
+zim_forget_mine(int slot, ZimMonoTime at)
 {
 	for (int i = n_my_reservations - 1; i >= 0; i--)
 		if (my_reservations[i].slot == slot && my_reservations[i].at == at)
@@ -90,7 +199,7 @@ zim_forget_mine(int slot, TimestampTz at)
  * than the limit needs, so every window still holds at most the limit.
  */
 static void
-zim_ring_remove(ZimActionState *st, TimestampTz at)
+zim_ring_remove(ZimActionState *st, ZimMonoTime at)
 {
 	for (int i = st->count - 1; i >= 0; i--)
 	{
@@ -107,18 +216,20 @@ zim_ring_remove(ZimActionState *st, TimestampTz at)
  * Reserve the send time of one request of this Action; returns it (it may
  * lie in the future; the caller waits, interruptibly, and counts the wait).
  */
-TimestampTz
-ZimRateReserve(const char *action, TimestampTz now)
+ZimMonoTime
+ZimRateReserve(const char *action, ZimMonoTime now)
 {
 	ZimActionState *st;
-	TimestampTz t = now;
+	ZimMonoTime t = now;
 	int			limit = zim_requests_per_second;
+	int64		window;
 
 	ZimShmemLock();
 	st = ZimActionLookup(action);
+	window = zim_rate_window(st, now);
 
 	/* forget send times no future window can contain */
-	while (st->count > 0 && ZimReservation(st, 0) <= now - RATE_WINDOW_US)
+	while (st->count > 0 && ZimReservation(st, 0) <= now - RATE_WINDOW_MAX_US)
 	{
 		st->head = (st->head + 1) % st->capacity;
 		st->count--;
@@ -128,17 +239,17 @@ ZimRateReserve(const char *action, TimestampTz now)
 		t = st->paused_until;
 	if (st->count > 0)
 	{
-		TimestampTz last = ZimReservation(st, st->count - 1);
+		ZimMonoTime last = ZimReservation(st, st->count - 1);
 
 		if (last > t)
 			t = last;
 	}
 	if (st->count >= limit)
 	{
-		TimestampTz nth = ZimReservation(st, st->count - limit);
+		ZimMonoTime nth = ZimReservation(st, st->count - limit);
 
-		if (nth + RATE_WINDOW_US > t)
-			t = nth + RATE_WINDOW_US;
+		if (nth + window > t)
+			t = nth + window;
 	}
 
 	/* a full ring holds only entries older than the limit looks back */
@@ -167,7 +278,7 @@ ZimRateReserve(const char *action, TimestampTz now)
  * calls cannot push everyone's next send time into the future.
  */
 void
-ZimRateRelease(const char *action, TimestampTz at)
+ZimRateRelease(const char *action, ZimMonoTime at)
 {
 	ZimActionState *st;
 
@@ -186,25 +297,36 @@ ZimRateRelease(const char *action, TimestampTz at)
  * reserved.  So the gate counts what really happened: the send times that
  * transfers have confirmed in the last window, plus every transfer started
  * whose send time is not yet known (it may leave at any moment).  Only
- * while that is under the limit may another start.  Returns false, and
- * when to try again, if not.
+ * while that is under the limit, and the Action is not paused, may another
+ * start.  Returns false, and when to try again, if not.
  */
 bool
-ZimRateGate(const char *action, TimestampTz now, TimestampTz reserved_at,
-			TimestampTz *retry_at)
+ZimRateGate(const char *action, ZimMonoTime now, ZimMonoTime reserved_at,
+			ZimMonoTime *retry_at)
 {
 	ZimActionState *st;
-	int			limit = zim_requests_per_second;
+	int64		window;
+	int			room;
+	bool		full;
 	bool		ok;
 
 	ZimShmemLock();
 	st = ZimActionLookup(action);
-	while (st->sent_count > 0 && ZimSent(st, 0) <= now - RATE_WINDOW_US)
+	window = zim_rate_window(st, now);
+	while (st->sent_count > 0 && ZimSent(st, 0) <= now - RATE_WINDOW_MAX_US)
 	{
 		st->sent_head = (st->sent_head + 1) % st->capacity;
 		st->sent_count--;
 	}
-	ok = st->sent_count + st->inflight < limit;
+
+	/*
+	 * The window may hold fewer than room confirmed sends: so the room'th
+	 * newest, if any, must lie outside it.
+	 */
+	room = zim_requests_per_second - st->inflight;
+	full = room <= 0 ||
+		(st->sent_count >= room && ZimSent(st, st->sent_count - room) > now - window);
+	ok = st->paused_until <= now && !full;
 	if (ok)
 	{
 		st->inflight++;
@@ -212,17 +334,20 @@ ZimRateGate(const char *action, TimestampTz now, TimestampTz reserved_at,
 		/* the reservation is used: the request goes now */
 		(void) zim_forget_mine(ZimActionIndex(st), reserved_at);
 	}
+	else if (st->paused_until > now)
+		*retry_at = st->paused_until;
+	else if (room > 0)
+	{
+		/* when the room'th newest leaves the window */
+		*retry_at = ZimSent(st, st->sent_count - room) + window;
+	}
 	else
 	{
 		/*
-		 * The count drops only when the oldest confirmed send leaves the
-		 * window (a transfer that confirms still counts, now as sent).  If
-		 * every counted request is still in flight, look again shortly.
+		 * Every request the window may hold is still in flight (a transfer
+		 * that confirms still counts, now as sent): look again shortly.
 		 */
-		if (st->sent_count > 0)
-			*retry_at = ZimSent(st, 0) + RATE_WINDOW_US;
-		else
-			*retry_at = now + 5 * 1000;
+		*retry_at = now + 5 * 1000;
 	}
 	ZimShmemUnlock();
 
@@ -233,10 +358,11 @@ ZimRateGate(const char *action, TimestampTz now, TimestampTz reserved_at,
 
 /*
  * A transfer that passed the gate is over: record when it left (0 if it
- * surely never left).
+ * surely never left) and, if it was answered, its wire time: from when it
+ * left until the answer was in (-1 if none).
  */
 void
-ZimRateSent(const char *action, TimestampTz sent_at)
+ZimRateSent(const char *action, ZimMonoTime sent_at, int64 wire_us)
 {
 	ZimActionState *st;
 
@@ -262,6 +388,8 @@ ZimRateSent(const char *action, TimestampTz sent_at)
 			ZimSent(st, i) = ZimSent(st, i - 1);
 		ZimSent(st, i) = sent_at;
 	}
+	if (wire_us >= 0)
+		zim_rate_add_wire(st, wire_us);
 	ZimShmemUnlock();
 }
 
@@ -273,7 +401,7 @@ ZimRateSent(const char *action, TimestampTz sent_at)
 static void
 zim_rate_at_exit(int code, Datum arg)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	ZimMonoTime now = ZimRateNow();
 
 	if (ZimShmemLockHeld())
 		return;					/* LWLockReleaseAll comes later; skip */
@@ -303,17 +431,36 @@ zim_rate_at_exit(int code, Datum arg)
 }
 
 /*
- * Hold back every request of this Action for ms milliseconds from now.
+ * The vendor refused a request of this Action that passed the gate at
+ * started, for its rate: widen the Action's margin (see the top of this
+ * file) unless the request was sent before the last widening, and hold
+ * back every request of the Action for pause_ms from now.
  */
 void
-ZimRatePause(const char *action, int ms)
+ZimRateExceeded(const char *action, ZimMonoTime started, int pause_ms)
 {
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	ZimMonoTime now = ZimRateNow();
+	int64		pause = (int64) pause_ms * 1000;
+	int64		widened = -1;
 	ZimActionState *st;
 
 	ZimShmemLock();
 	st = ZimActionLookup(action);
-	if (st->paused_until < until)
-		st->paused_until = until;
+	if (started >= st->widened_at)
+	{
+		int64		current = zim_rate_widening(st, now);
+
+		widened = Max(2 * current,
+					  Min(st->wire_spread_us, RATE_WIDEN_SPREAD_US) + RATE_WIDEN_STEP_US);
+		widened = Min(widened, RATE_WIDEN_MAX_US);
+		st->widened_us = widened;
+		st->widened_at = now;
+	}
+	if (st->paused_until < now + pause)
+		st->paused_until = now + pause;
 	ZimShmemUnlock();
+
+	if (widened >= 0)
+		elog(DEBUG1, "zim_pin: %s rate exceeded: margin widened to %.1f ms",
+			 action, (RATE_BASE_MARGIN_US + widened) / 1000.0);
 }

@@ -16,7 +16,8 @@
  *					ZimQueueShared of the launcher, worker and enqueuing
  *					backends
  *	 slot 0 .. 15	ZIM_MAX_ACTIONS ZimActionState of SHARED_SLOT_SIZE each:
- *					the Action's name, pause, counters, and its two rings of
+ *					the Action's name, counters, and the limiter's state:
+ *					pause, margin, recent wire times and two rings of
  *					ZIM_MAX_RATE send times (ratelimit.c); the first nine are
  *					the documented Actions (ZIM_KNOWN_ACTIONS), then others
  *					as they come; the last slot is "(other)", shared by the
@@ -61,7 +62,7 @@ typedef struct ZimShared
 } ZimShared;
 
 #define SHARED_SLOT_SIZE \
-	MAXALIGN(offsetof(ZimActionState, rings) + 2 * sizeof(TimestampTz) * ZIM_MAX_RATE)
+	MAXALIGN(offsetof(ZimActionState, rings) + 2 * sizeof(ZimMonoTime) * ZIM_MAX_RATE)
 
 static ZimShared *zim_shared = NULL;
 static LWLock *zim_lock = NULL;
@@ -196,7 +197,7 @@ local_ensure_capacity(int i)
 		return old;
 
 	new = MemoryContextAllocZero(TopMemoryContext,
-								 offsetof(ZimActionState, rings) + 2 * sizeof(TimestampTz) * want);
+								 offsetof(ZimActionState, rings) + 2 * sizeof(ZimMonoTime) * want);
 	if (old)
 	{
 		memcpy(new, old, offsetof(ZimActionState, rings));

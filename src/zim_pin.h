@@ -109,6 +109,17 @@
 #define ZIM_MAX_RATE			10000
 /* Most HTTP exchanges one backend runs at once */
 #define ZIM_MAX_TRANSFERS		16
+/* Wire times of recent exchanges each Action keeps (the limiter's margin) */
+#define ZIM_RATE_WIRE_SAMPLES	32
+
+/*
+ * Microseconds of CLOCK_MONOTONIC: the clock of the limiter and of every
+ * wait for a send time or a backoff (ZimRateNow).  Unlike the wall clock
+ * it never steps, and on Linux it is one clock for every process of the
+ * machine, so its times can be compared across backends in shared memory.
+ * Never mix it with a TimestampTz.
+ */
+typedef int64 ZimMonoTime;
 
 /* A NULL argument of a SQL function: SQLSTATE 22004 (every SQL file) */
 static inline void
@@ -164,21 +175,28 @@ typedef struct ZimStats
 
 /*
  * One Action's slot: the limiter's state (ratelimit.c) and its counters.
- * rings[] holds two rings of capacity send times each, both ascending:
- * first the reserved send times, then the confirmed ones.
+ * Every time in it is a ZimMonoTime.  rings[] holds two rings of capacity
+ * send times each, both ascending: first the reserved send times, then the
+ * confirmed ones.
  */
 typedef struct ZimActionState
 {
 	char		action[ZIM_MAX_ACTION_LEN + 1];
-	TimestampTz paused_until;	/* no request before this (backing off) */
+	ZimMonoTime paused_until;	/* no request before this (backing off) */
 	ZimStats	stats;
+	int64		widened_us;		/* the margin's widening, as set ... */
+	ZimMonoTime widened_at;		/* ... at this time; it narrows from there */
+	int			wire_next;		/* wire_us: the next entry to write */
+	int			wire_count;		/* wire_us: entries */
+	int32		wire_us[ZIM_RATE_WIRE_SAMPLES];	/* recent exchanges' wire times */
+	int32		wire_spread_us; /* the most of wire_us minus the least */
 	int			capacity;		/* size of each ring */
 	int			head;			/* reserved ring: oldest entry */
 	int			count;			/* reserved ring: entries */
 	int			sent_head;		/* confirmed ring: oldest entry */
 	int			sent_count;		/* confirmed ring: entries */
 	int			inflight;		/* started, send time not yet confirmed */
-	TimestampTz rings[FLEXIBLE_ARRAY_MEMBER];
+	ZimMonoTime rings[FLEXIBLE_ARRAY_MEMBER];
 } ZimActionState;
 
 #define ZimReservation(st, i)	((st)->rings[((st)->head + (i)) % (st)->capacity])
@@ -264,12 +282,13 @@ extern void ZimStatsCanceled(const char *action, int n);
 extern void ZimStatsConvs(const char *action, int64 changed, int64 failed);
 
 /* ---- ratelimit.c ---- */
-extern TimestampTz ZimRateReserve(const char *action, TimestampTz now);
-extern bool ZimRateGate(const char *action, TimestampTz now, TimestampTz reserved_at,
-						TimestampTz *retry_at);
-extern void ZimRateRelease(const char *action, TimestampTz reserved_at);
-extern void ZimRateSent(const char *action, TimestampTz sent_at);
-extern void ZimRatePause(const char *action, int ms);
+extern ZimMonoTime ZimRateNow(void);
+extern ZimMonoTime ZimRateReserve(const char *action, ZimMonoTime now);
+extern bool ZimRateGate(const char *action, ZimMonoTime now, ZimMonoTime reserved_at,
+						ZimMonoTime *retry_at);
+extern void ZimRateRelease(const char *action, ZimMonoTime reserved_at);
+extern void ZimRateSent(const char *action, ZimMonoTime sent_at, int64 wire_us);
+extern void ZimRateExceeded(const char *action, ZimMonoTime started, int pause_ms);
 
 /* ---- codes.c ---- */
 
@@ -333,11 +352,11 @@ typedef struct ZimRequest
 	const char *query;			/* in: parameters after the signed ones, encoded */
 	ZimRequestState state;
 	int			attempts;		/* attempts sent so far */
-	TimestampTz at;				/* SCHEDULED: send time; BACKOFF: its end */
-	TimestampTz reserved_at;	/* SCHEDULED: the send time the limiter gave */
+	ZimMonoTime at;				/* SCHEDULED: send time; BACKOFF: its end */
+	ZimMonoTime reserved_at;	/* SCHEDULED: the send time the limiter gave */
 	bool		in_flight;		/* counted in the limiter's in-flight count */
 	int			transfer;		/* RUNNING: http.c's transfer */
-	TimestampTz started;		/* RUNNING: when it passed the rate gate */
+	ZimMonoTime started;		/* RUNNING: when it passed the rate gate */
 	StringInfoData url;			/* RUNNING: the signed URL (wiped after) */
 	ZimResponse response;		/* ANSWERED */
 	ZimHttpResult http;			/* the last exchange */

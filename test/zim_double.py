@@ -56,11 +56,15 @@ Test controls
 reset   ``{}``: forget users, groups, pins, mutes, marks, conversations,
         messages, Next cursors, nonces, the request log, pending faults and
         counters, and restart MsgIds (the first message after a reset is
-        971503777289036701); restore LatencyMs 0, the command-line RateLimit
+        971503777289036701); restore LatencyMs 0, JitterMs 0, the command-line RateLimit
         and MaxConvs, MaxMutes 500, NextMode "normal", OmitC2cType true,
         AsciiJson true and the default Messages. Open connections stay open.
-config  ``{"LatencyMs"?, "RateLimit"?, "MaxConvs"?, "MaxMutes"?, "NextMode"?,
+config  ``{"LatencyMs"?, "JitterMs"?, "RateLimit"?, "MaxConvs"?, "MaxMutes"?, "NextMode"?,
         "OmitC2cType"?, "SecretRotated"?, "AsciiJson"?, "Messages"?}``;
+        JitterMs N delays each request on its way in by a random 0..N ms
+        (uniform, independently per request) before it is received: a
+        network whose delays vary, so requests can arrive closer together
+        than they left, and in another order.
         MaxConvs (>= 1) is ConvPinned's ConvList limit; MaxMutes (>= 0, 500
         by default, as the vendor) is how many one-to-one conversations a user
         may mute, to reach 660800030 quickly.
@@ -281,6 +285,9 @@ Choices where the vendor is silent
 * Rate limiting uses a sliding 1 s window per Action over accepted calls;
   every Action has its own (RateLimit calls each).  Over it: 660700001 for
   UserRegister, 660300005 for every other Action.
+* JitterMs is slept before anything else of a request whose Action does not
+  start with "Test": its time of receipt (T), the rate limit and faults all
+  see it after the delay, as the vendor would behind a jittery network.
 * LatencyMs is slept after the call is processed, before the answer is sent
   (the state change happens even if the client gives up waiting).
 * The "nonjson" fault is sent as Content-Type application/json; the http500
@@ -319,6 +326,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import re
 import secrets
 import select
@@ -564,6 +572,7 @@ class State:
         self.rate_limited: dict[str, int] = {}
         self.connections = 0
         self.latency_ms: float = 0
+        self.jitter_ms: float = 0                     # see Handler.api
         self.rate_limit = self.default_rate_limit
         self.max_convs = self.default_max_convs
         self.secret_rotated = False                   # see ctl_config
@@ -1038,6 +1047,7 @@ def ctl_reset(st: State, body: dict) -> tuple[bool, dict]:
 def ctl_config(st: State, body: dict) -> tuple[bool, dict]:
     lat, rate, maxc = body.get("LatencyMs"), body.get("RateLimit"), body.get("MaxConvs")
     rotated, ascii_json = body.get("SecretRotated"), body.get("AsciiJson")
+    jitter = body.get("JitterMs")
     texts = body.get("Messages")
     mutes, mode, omit = body.get("MaxMutes"), body.get("NextMode"), body.get("OmitC2cType")
     if ((rotated is not None and not isinstance(rotated, bool))
@@ -1052,12 +1062,15 @@ def ctl_config(st: State, body: dict) -> tuple[bool, dict]:
                        for k, v in texts.items())):
         return False, whole_call(2)
     if ((lat is not None and (not is_number(lat) or lat < 0))
+            or (jitter is not None and (not is_number(jitter) or jitter < 0))
             or (rate is not None and (not is_int(rate) or rate < 0))
             or (maxc is not None and (not is_int(maxc) or maxc < 1))):
         return False, whole_call(2)
     with st.lock:
         if lat is not None:
             st.latency_ms = lat
+        if jitter is not None:
+            st.jitter_ms = jitter
         if rate is not None:
             st.rate_limit = rate
         if maxc is not None:
@@ -1144,7 +1157,8 @@ def ctl_state(st: State, body: dict) -> tuple[bool, dict]:
             Requests=requests,
             RateLimited=dict(st.rate_limited),
             MaxInAnyWindow={a: max_in_any_window(t) for a, t in times.items()},
-            Config={"LatencyMs": st.latency_ms, "RateLimit": st.rate_limit,
+            Config={"LatencyMs": st.latency_ms, "JitterMs": st.jitter_ms,
+                    "RateLimit": st.rate_limit,
                     "MaxConvs": st.max_convs, "MaxMutes": st.max_mutes,
                     "NextMode": st.next_mode, "OmitC2cType": st.omit_c2c_type,
                     "AsciiJson": st.ascii_json,
@@ -1544,6 +1558,13 @@ class Handler(BaseHTTPRequestHandler):
         nonce = params.get("SignatureNonce", [""])[0]
         is_test = action.startswith("Test")
         method = self.command
+        if not is_test:
+            # the network's jitter: the request arrives late by 0..JitterMs
+            with st.lock:
+                jitter = st.jitter_ms
+            if jitter:
+                time.sleep(random.uniform(0, jitter) / 1000)
+                t0 = time.monotonic()
         if SIG_LOG is not None:
             # for the leak checks of test/run-tests: every signature a client sent
             with SIG_LOG_LOCK:
