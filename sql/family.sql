@@ -20,6 +20,8 @@ SELECT double_requests() AS requests_sent;
 -- an empty array sends nothing and returns no rows
 SELECT * FROM zim_silence_conv_notification('fam_a', '{}', 0, true);
 SELECT * FROM zim_delete_conv('fam_a', '{}', ARRAY[]::int[]);
+SELECT * FROM zim_set_conv_mark('fam_a', '{}', 2, 1, true);
+SELECT * FROM zim_clear_conversation_unread('fam_a', '{}', 0);
 SELECT double_requests() AS requests_sent;
 
 -- ---- SilenceConvNotification --------------------------------------------
@@ -33,6 +35,10 @@ SELECT * FROM zim_silence_conv_notification('fam_a', ARRAY['fam_b', 'fg1', 'fg2'
 ORDER BY conv_id;
 SELECT m->>'ConvId' AS conv_id, m->>'ConvType' AS conv_type
 FROM jsonb_array_elements(double('State', '{"UserId": "fam_a"}')->'Mutes') m ORDER BY 1;
+
+-- every conversation failed: ZIM answers a Code with the full list; rows, not an error
+SELECT * FROM zim_silence_conv_notification('fam_a', ARRAY['fg2', 'ghost', 'ghost2'], ARRAY[2, 0, 0], true)
+ORDER BY conv_id;
 
 -- muting what is muted is no row (660800051 says the state holds), even
 -- when ZIM answers every conversation so

@@ -83,7 +83,8 @@ INSERT INTO family_faults VALUES
   ('rate limited', '{"Fault": "code", "Code": 660300005}'),
   ('bad signature', '{"Fault": "code", "Code": 100000005}'),
   ('HTTP 500', '{"Fault": "http500"}'),
-  ('not JSON', '{"Fault": "nonjson"}');
+  ('not JSON', '{"Fault": "nonjson"}'),
+  ('not registered', '{"Fault": "code", "Code": 660500002}');
 CREATE FUNCTION pg_temp.with_fault(body jsonb, call text, OUT state text, OUT message text)
 LANGUAGE plpgsql AS $$
 BEGIN
