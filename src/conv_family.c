@@ -514,6 +514,36 @@ ZimConvPagerFetch(ZimConvPager *pager, char *body)
 }
 
 /*
+ * Page through a reading call: each page's body is {head, Limit, Next,
+ * tail} (head and tail the Action's own members, tail with its leading
+ * comma or empty), and row gets each entry of each page's List, at most
+ * as many as asked for.
+ */
+void
+ZimConvPages(ZimConvPager *pager, const char *head, const char *tail,
+			 ZimConvRowFn row, void *arg)
+{
+	for (;;)
+	{
+		StringInfoData buf;
+		JsonbContainer *list;
+		int			n = 0;
+		int			limit = ZimConvPagerLimit(pager);
+
+		initStringInfo(&buf);
+		appendStringInfo(&buf, "{%s,\"Limit\":%d,\"Next\":" INT64_FORMAT "%s}",
+						 head, limit, pager->next, tail);
+		list = ZimConvPagerFetch(pager, ZimConvUtf8(&buf));
+		if (list)
+			n = Min((int) JsonContainerSize(list), limit);
+		for (int i = 0; i < n; i++)
+			row(arg, getIthJsonbValueFromContainer(list, i));
+		if (!ZimConvPagerNext(pager, n))
+			break;
+	}
+}
+
+/*
  * After a page that brought page_rows rows: whether to ask for another,
  * with the page's Next.  Paging stops when Next is 0, when max_rows rows
  * have come, when a page brought no row, or when Next is one ZIM gave

@@ -29,8 +29,9 @@ PG_FUNCTION_INFO_V1(zim_query_conversation_list);
 
 /* one List entry {ConvId, ConvType?, UpdateTime} as a row */
 static void
-zim_list_row(ReturnSetInfo *rsinfo, JsonbValue *v)
+zim_list_row(void *arg, JsonbValue *v)
 {
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) arg;
 	JsonbValue	id;
 	JsonbValue	t;
 	JsonbValue	u;
@@ -68,6 +69,7 @@ zim_query_conversation_list(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ZimConvPager pager;
+	StringInfoData head;
 	char	   *user;
 	int			max_rows;
 	MemoryContext work;
@@ -82,26 +84,11 @@ zim_query_conversation_list(PG_FUNCTION_ARGS)
 	max_rows = ZimConvReadMaxRows(fcinfo, 1);
 	ZimConvCheckUserId(user, "from_user_id");
 
+	initStringInfo(&head);
+	appendStringInfoString(&head, "\"FromUserId\":");
+	escape_json(&head, user);
 	ZimConvPagerInit(&pager, "QueryConversationList", max_rows, LIST_PAGE_MAX);
-	for (;;)
-	{
-		StringInfoData buf;
-		JsonbContainer *list;
-		int			n = 0;
-		int			limit = ZimConvPagerLimit(&pager);
-
-		initStringInfo(&buf);
-		appendStringInfoString(&buf, "{\"FromUserId\":");
-		escape_json(&buf, user);
-		appendStringInfo(&buf, ",\"Limit\":%d,\"Next\":" INT64_FORMAT "}", limit, pager.next);
-		list = ZimConvPagerFetch(&pager, ZimConvUtf8(&buf));
-		if (list)
-			n = Min((int) JsonContainerSize(list), limit);
-		for (int i = 0; i < n; i++)
-			zim_list_row(rsinfo, getIthJsonbValueFromContainer(list, i));
-		if (!ZimConvPagerNext(&pager, n))
-			break;
-	}
+	ZimConvPages(&pager, head.data, "", zim_list_row, rsinfo);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(work);

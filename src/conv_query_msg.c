@@ -94,9 +94,18 @@ zim_msg_text(JsonbContainer *obj, const char *key, Datum *out, bool *isnull)
 }
 
 /* one List entry as a row */
-static void
-zim_msg_row(ReturnSetInfo *rsinfo, const char *action, JsonbValue *v)
+/* what zim_msg_row needs */
+typedef struct MsgRows
 {
+	ReturnSetInfo *rsinfo;
+	const char *action;
+} MsgRows;
+
+static void
+zim_msg_row(void *arg, JsonbValue *v)
+{
+	ReturnSetInfo *rsinfo = ((MsgRows *) arg)->rsinfo;
+	const char *action = ((MsgRows *) arg)->action;
 	Datum		values[MSG_COLUMNS];
 	bool		nulls[MSG_COLUMNS] = {0};
 	JsonbContainer *obj;
@@ -149,26 +158,11 @@ zim_msg_pages(ReturnSetInfo *rsinfo, const char *action, const char *who, int ma
 			  bool with_empty)
 {
 	ZimConvPager pager;
+	MsgRows		rows = {rsinfo, action};
 
 	ZimConvPagerInit(&pager, action, max_rows, MSG_PAGE_MAX);
-	for (;;)
-	{
-		StringInfoData buf;
-		JsonbContainer *list;
-		int			n = 0;
-		int			limit = ZimConvPagerLimit(&pager);
-
-		initStringInfo(&buf);
-		appendStringInfo(&buf, "{%s,\"Limit\":%d,\"Next\":" INT64_FORMAT ",\"WithEmptyMsg\":%d}",
-						 who, limit, pager.next, with_empty ? 1 : 0);
-		list = ZimConvPagerFetch(&pager, ZimConvUtf8(&buf));
-		if (list)
-			n = Min((int) JsonContainerSize(list), limit);
-		for (int i = 0; i < n; i++)
-			zim_msg_row(rsinfo, action, getIthJsonbValueFromContainer(list, i));
-		if (!ZimConvPagerNext(&pager, n))
-			break;
-	}
+	ZimConvPages(&pager, who, with_empty ? ",\"WithEmptyMsg\":1" : ",\"WithEmptyMsg\":0",
+				 zim_msg_row, &rows);
 }
 
 /*

@@ -464,6 +464,9 @@ extern void ZimConvPagerInit(ZimConvPager *pager, const char *action, int max_ro
 extern int	ZimConvPagerLimit(const ZimConvPager *pager);
 extern JsonbContainer *ZimConvPagerFetch(ZimConvPager *pager, char *body);
 extern bool ZimConvPagerNext(ZimConvPager *pager, int page_rows);
+typedef void (*ZimConvRowFn) (void *arg, JsonbValue *entry);
+extern void ZimConvPages(ZimConvPager *pager, const char *head, const char *tail,
+						 ZimConvRowFn row, void *arg);
 extern void ZimConvBadAnswer(const char *action, const char *what);
 extern bool ZimConvMsToTimestamp(int64 ms, TimestampTz *ts);
 extern Datum ZimConvFamilyCall(FunctionCallInfo fcinfo, const ZimConvKind *kind, bool one_type);
