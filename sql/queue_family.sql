@@ -8,18 +8,18 @@
 SELECT double('Reset')->'Code' AS reset;
 DELETE FROM zim_pin_job;
 
--- Run the queue until nothing due is pending: a user's next group of
--- another Action is claimed only after the one before it is recorded.
-CREATE FUNCTION qf_run() RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE
-    total integer := 0;
+-- Run the queue until nothing due is pending, each zim_pin_run_jobs() in
+-- a transaction of its own, as pg_cron would call it: a user's next group
+-- of another Action is claimed only after the one before it is recorded.
+CREATE PROCEDURE qf_run(INOUT finished integer DEFAULT 0) LANGUAGE plpgsql AS $$
 BEGIN
+    finished := 0;
     FOR i IN 1 .. 30 LOOP
-        total := total + zim_pin_run_jobs();
+        finished := finished + zim_pin_run_jobs();
+        COMMIT;
         EXIT WHEN NOT EXISTS (SELECT 1 FROM zim_pin_job
                               WHERE state = 'pending' AND next_attempt_at <= clock_timestamp());
     END LOOP;
-    RETURN total;
 END $$;
 
 -- A user's requests as the double received them, in order of receipt,
@@ -158,7 +158,7 @@ SELECT i.label, j.from_user_id, j.action, j.pinned, j.silenced, j.mark, j.marked
        j.state, j.attempts, j.last_code, j.finished_at IS NULL AS unfinished
 FROM qf_ids i JOIN zim_pin_job j USING (job_id) ORDER BY j.job_id;
 SELECT double_requests() AS requests_before;
-SELECT qf_run() AS finished;
+CALL qf_run();
 SELECT i.label, j.state, j.attempts, j.last_code, qf_message(j.last_message) AS last_message,
        j.finished_at IS NOT NULL AS has_finished_at, j.claimed_by IS NULL AS unclaimed
 FROM qf_ids i JOIN zim_pin_job j USING (job_id) ORDER BY j.job_id;
@@ -185,7 +185,7 @@ SELECT double('Reset')->'Code' AS reset;
 SELECT register(VARIADIC ARRAY['qmu'] || ARRAY(SELECT 'qp' || i FROM generate_series(1, 25) i)) AS registered;
 SELECT count(zim_silence_conv_notification_enqueue('qmu', ARRAY['qp' || i], 0, true)) AS enqueued
 FROM generate_series(1, 25) i;
-SELECT qf_run() AS finished;
+CALL qf_run();
 SELECT qf_sizes('qmu', 'SilenceConvNotification') AS request_sizes;
 SELECT state, attempts, last_code, last_message, count(*) FROM zim_pin_job GROUP BY 1, 2, 3, 4;
 SELECT jsonb_array_length(double('State', '{"UserId": "qmu"}')->'Mutes') AS mutes;
@@ -204,7 +204,7 @@ SELECT zim_silence_conv_notification_enqueue('qma', ARRAY['ma'], 0, false) > 0 A
 SELECT zim_silence_conv_notification_enqueue('qma', ARRAY['mb'], 0, true) > 0 AS enqueued;
 SELECT zim_silence_conv_notification_enqueue('qma', ARRAY['mc'], 0, true) > 0 AS enqueued;
 SELECT zim_silence_conv_notification_enqueue('qal', ARRAY['mc'], 0, true) > 0 AS enqueued;
-SELECT qf_run() AS finished;
+CALL qf_run();
 SELECT qf_sent('qma', :base) AS qma_sent, qf_sent('qal', :base) AS qal_sent;
 SELECT from_user_id, conv_ids, silenced, state, attempts, last_code, qf_message(last_message) AS last_message
 FROM zim_pin_job ORDER BY job_id;
@@ -218,7 +218,7 @@ SELECT double('Reset')->'Code' AS reset;
 SELECT register('qmk') AS registered;
 SELECT count(zim_set_conv_mark_enqueue('qmk', ARRAY['mg' || i], 2, 7, true)) AS enqueued
 FROM generate_series(1, 100) i;
-SELECT qf_run() AS finished;
+CALL qf_run();
 SELECT qf_sent('qmk') AS qmk_sent;
 SELECT state, attempts, last_code, last_message, count(*) FROM zim_pin_job GROUP BY 1, 2, 3, 4;
 SELECT count(*) AS marked, bool_and(m->'Marks' = '[7]') AS all_mark_7
@@ -228,20 +228,20 @@ DELETE FROM zim_pin_job;
 -- per (conversation, mark) the last job wins; cancels go before sets; a
 -- request carries each conversation once a map, so two marks of one
 -- conversation are two requests: set 3 and 5 on mx and 3 on my, cancel 3
--- on mz, set then cancel 4 on mw = one request of cancels (mz, mw) and two
--- of sets
+-- on mz and mv, set then cancel 4 on mw = one request of the three cancels
+-- (mz, mv, mw), then two of sets (mx and my, then mx)
 SELECT double('Reset')->'Code' AS reset;
 SELECT register('qmk') AS registered;
-SELECT * FROM zim_set_conv_mark('qmk', ARRAY['mz'], 2, 3, true);
+SELECT * FROM zim_set_conv_mark('qmk', ARRAY['mz', 'mv'], 2, 3, true);
 SELECT * FROM zim_set_conv_mark('qmk', ARRAY['mw'], 2, 4, true);
 SELECT double_requests() AS base \gset
 SELECT zim_set_conv_mark_enqueue('qmk', ARRAY['mx'], 2, 3, true) > 0 AS enqueued;
 SELECT zim_set_conv_mark_enqueue('qmk', ARRAY['mx'], 2, 5, true) > 0 AS enqueued;
 SELECT zim_set_conv_mark_enqueue('qmk', ARRAY['my'], 2, 3, true) > 0 AS enqueued;
-SELECT zim_set_conv_mark_enqueue('qmk', ARRAY['mz'], 2, 3, false) > 0 AS enqueued;
+SELECT zim_set_conv_mark_enqueue('qmk', ARRAY['mz', 'mv'], 2, 3, false) > 0 AS enqueued;
 SELECT zim_set_conv_mark_enqueue('qmk', ARRAY['mw'], 2, 4, true) > 0 AS enqueued;
 SELECT zim_set_conv_mark_enqueue('qmk', ARRAY['mw'], 2, 4, false) > 0 AS enqueued;
-SELECT qf_run() AS finished;
+CALL qf_run();
 SELECT qf_sizes('qmk', 'SetConvMark', :base) AS request_sizes;
 -- the cancels' request is the first
 SELECT split_part(qf_sent('qmk', :base), ' ', 1) AS first_request;
@@ -259,7 +259,7 @@ SELECT double('Seed', '{"Conversations": [{"UserId": "qdd", "ConvId": "dx", "Con
                                           {"UserId": "qdd", "ConvId": "dy", "ConvType": 0, "Unread": 4}]}')->'Code' AS seeded;
 SELECT count(zim_delete_conv_enqueue('qdd', ARRAY['dx'], 0)) AS enqueued FROM generate_series(1, 3);
 SELECT count(zim_clear_conversation_unread_enqueue('qdd', ARRAY['dy'], ARRAY[0])) AS enqueued FROM generate_series(1, 2);
-SELECT qf_run() AS finished;
+CALL qf_run();
 SELECT qf_sent('qdd') AS qdd_sent;
 SELECT action, conv_ids, state, attempts, last_code, qf_message(last_message) AS last_message
 FROM zim_pin_job ORDER BY job_id;
@@ -279,7 +279,7 @@ SELECT zim_conv_pinned_enqueue('qo', ARRAY['qgo2'], 2, true) > 0 AS enqueued;
 SELECT zim_set_conv_mark_enqueue('qo', ARRAY['qgo'], 2, 2, true) > 0 AS enqueued;
 SELECT zim_delete_conv_enqueue('qo', ARRAY['qgo'], 2) > 0 AS enqueued;
 SELECT zim_clear_conversation_unread_enqueue('qo', ARRAY['qgo'], 2) > 0 AS enqueued;
-SELECT qf_run() AS finished;
+CALL qf_run();
 SELECT qf_sent('qo') AS qo_sent;
 SELECT action, state, attempts, last_code, last_message FROM zim_pin_job ORDER BY job_id;
 SELECT action, conv_id, conv_type, sub_code, sub_message FROM zim_pin_failure ORDER BY job_id;
@@ -313,7 +313,7 @@ SELECT double('Reset')->'Code' AS reset;
 SELECT double('Seed', '{"Groups": {"ra": ["qr_u"], "rb": ["qr_u"], "rc": ["qr_u"]}}')->'Code' AS seeded;
 SELECT zim_silence_conv_notification_enqueue('qr_u', ARRAY['ra', 'rb', 'rc'], 2, true) > 0 AS enqueued;
 SELECT zim_set_conv_mark_enqueue('qr_u', ARRAY['ra', 'rb'], ARRAY[2, 2], 6, true) > 0 AS enqueued;
-SELECT qf_run() AS finished;
+CALL qf_run();
 SELECT action, state, last_code, count(f.*) AS failure_rows
 FROM zim_pin_job j LEFT JOIN zim_pin_job_failure f USING (job_id)
 GROUP BY j.job_id, 1, 2, 3 ORDER BY j.job_id;
@@ -330,7 +330,7 @@ FROM zim_pin_job ORDER BY job_id;
 SELECT o.action, o.retried_at IS NOT NULL AS retried, n.action AS replayed_by, n.conv_ids
 FROM zim_pin_job o JOIN zim_pin_job n ON n.job_id = o.retried_by ORDER BY o.job_id;
 SELECT count(*) AS replayed_again FROM zim_pin_retry_failed(now() - interval '1 hour', 'qr_u');
-SELECT qf_run() AS finished;
+CALL qf_run();
 SELECT action, state, last_code FROM zim_pin_job WHERE retried_at IS NULL ORDER BY job_id;
 SELECT qf_mutes('qr_u') AS mutes, qf_pins('qr_u') AS pins, qf_marks('qr_u') AS marks;
 DELETE FROM zim_pin_job;
@@ -365,6 +365,7 @@ REVOKE ALL ON FUNCTION zim_delete_conv_enqueue(text, text[], integer[]) FROM zim
 DROP ROLE zim_qf_app;
 DELETE FROM zim_pin_job;
 
-DROP FUNCTION qf_run(), qf_sent(text, bigint), qf_sizes(text, text, bigint), qf_mutes(text),
+DROP PROCEDURE qf_run(integer);
+DROP FUNCTION qf_sent(text, bigint), qf_sizes(text, text, bigint), qf_mutes(text),
     qf_marks(text), qf_convs(text), qf_pins(text), qf_message(text);
 SELECT double('Reset')->'Code' AS reset;
