@@ -291,6 +291,26 @@ SELECT action, conv_id, conv_type, sub_code, sub_message FROM zim_pin_failure OR
 SELECT qf_pins('qo') AS pins, qf_mutes('qo') AS mutes, qf_marks('qo') AS marks, qf_convs('qo') AS convs;
 DELETE FROM zim_pin_job;
 
+-- a transient failure of a delete: the job is retried later, with its
+-- attempt counted; the user's mute behind it waits, unsent, its attempt
+-- not counted, until the delete has its answer
+SELECT double('Reset')->'Code' AS reset;
+SELECT register('qtr', 'tp') AS registered;
+SELECT double('Fault', '{"Fault": "http503", "Count": 1, "Action": "DeleteConv", "Match": "qtr"}')->'Code' AS fault;
+SELECT zim_delete_conv_enqueue('qtr', ARRAY['t1'], 0) > 0 AS enqueued;
+SELECT zim_silence_conv_notification_enqueue('qtr', ARRAY['tp'], 0, true) > 0 AS enqueued;
+SELECT zim_pin_run_jobs() AS finished;
+SELECT zim_pin_run_jobs() AS finished_while_the_delete_backs_off;
+SELECT action, state, attempts, last_code, last_message, next_attempt_at > clock_timestamp() AS backing_off,
+       claimed_by IS NULL AS unclaimed
+FROM zim_pin_job ORDER BY job_id;
+SELECT qf_sent('qtr') AS qtr_sent;
+UPDATE zim_pin_job SET next_attempt_at = clock_timestamp() WHERE action = 'DeleteConv';
+CALL qf_run();
+SELECT action, state, attempts, last_code, last_message FROM zim_pin_job ORDER BY job_id;
+SELECT qf_sent('qtr') AS qtr_sent, qf_mutes('qtr') AS qtr_mutes;
+DELETE FROM zim_pin_job;
+
 -- ---- the backlog per Action ----------------------------------------------
 -- requests are counted per job at the Action's size: ConvPinned 20,
 -- SilenceConvNotification 10, SetConvMark 100, the others 1
