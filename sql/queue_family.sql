@@ -271,6 +271,56 @@ FROM zim_pin_job ORDER BY job_id;
 SELECT qf_convs('qdd') AS qdd_convs;
 DELETE FROM zim_pin_job;
 
+-- ---- merging inside one job, and requests at each Action's limits -------
+-- a conversation named twice in one job is sent once; 11 peers and a group
+-- of one mute job are 2 + 1 requests; 150 + 60 groups of one mark in two
+-- jobs are 3 requests of at most 100
+SELECT double('Reset')->'Code' AS reset;
+SELECT register(VARIADIC ARRAY['qin'] || ARRAY(SELECT 'ip' || i FROM generate_series(1, 11) i)) AS registered;
+SELECT double('Seed', '{"Groups": {"ig": ["qin"]}}')->'Code' AS seeded;
+SELECT zim_set_conv_mark_enqueue('qin', ARRAY['d1', 'd1'], 2, 5, true) > 0 AS enqueued;
+CALL qf_run();
+SELECT zim_silence_conv_notification_enqueue('qin', ARRAY['ip1', 'ip1'], 0, true) > 0 AS enqueued;
+CALL qf_run();
+SELECT zim_delete_conv_enqueue('qin', ARRAY['dd', 'dd'], ARRAY[0, 0]) > 0 AS enqueued;
+CALL qf_run();
+SELECT qf_sent('qin') AS qin_sent;
+SELECT action, state, last_code, last_message FROM zim_pin_job ORDER BY job_id;
+SELECT count(*) AS failure_rows FROM zim_pin_job_failure;
+DELETE FROM zim_pin_job;
+SELECT double_requests() AS base \gset
+SELECT zim_silence_conv_notification_enqueue('qin',
+         ARRAY(SELECT 'ip' || i FROM generate_series(1, 11) i) || ARRAY['ig'],
+         array_fill(0, ARRAY[11]) || ARRAY[2], true) > 0 AS enqueued;
+CALL qf_run();
+SELECT qf_sizes('qin', 'SilenceConvNotification', :base) AS mute_sizes;
+SELECT zim_set_conv_mark_enqueue('qin', ARRAY(SELECT 'ig' || i FROM generate_series(1, 150) i), 2, 8, true) > 0 AS enqueued;
+SELECT zim_set_conv_mark_enqueue('qin', ARRAY(SELECT 'ig' || i FROM generate_series(151, 210) i), 2, 8, true) > 0 AS enqueued;
+CALL qf_run();
+SELECT qf_sizes('qin', 'SetConvMark', :base) AS mark_sizes;
+SELECT action, state, last_code, last_message FROM zim_pin_job ORDER BY job_id;
+SELECT count(*) AS failure_rows FROM zim_pin_job_failure;
+SELECT qf_mutes('qin') = (SELECT string_agg(c, ' ' ORDER BY c) FROM unnest(ARRAY['ig/2'] || ARRAY(SELECT 'ip' || i || '/0' FROM generate_series(1, 11) i)) c) AS all_muted,
+       jsonb_array_length(double('State', '{"UserId": "qin"}')->'Marks') AS marked;
+DELETE FROM zim_pin_job;
+
+-- a stored job of a new Action that cannot be sent (inserted by hand)
+-- fails alone at its first attempt, unsent; the job behind it goes on
+INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action, mark, marked)
+VALUES ('qin', ARRAY['a'], ARRAY[5], 'SetConvMark', 3, true);
+INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action, silenced)
+VALUES ('qin', ARRAY['ip1', NULL], ARRAY[0, 0], 'SilenceConvNotification', false);
+INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action)
+VALUES ('qin', ARRAY['ip2'], ARRAY[0], 'DeleteConv');
+SELECT state, message FROM zim_try($$INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action, mark, marked) VALUES ('qin', '{a}', '{0}', 'SetConvMark', 31, true)$$);
+SELECT state, message FROM zim_try($$INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action, pinned) VALUES ('qin', '{a}', '{0}', 'DeleteConv', true)$$);
+SELECT double_requests() AS base \gset
+CALL qf_run();
+SELECT action, state, attempts, last_message FROM zim_pin_job ORDER BY job_id;
+SELECT action, conv_id, conv_type, sub_code, sub_message FROM zim_pin_failure ORDER BY job_id, conv_id;
+SELECT qf_sent('qin', :base) AS qin_sent;
+DELETE FROM zim_pin_job;
+
 -- ---- order per user across Actions ---------------------------------------
 -- pin, mute, pin, mark, delete, clear of one user: six sends in job order
 -- (the pins are not merged over the mute); the clear comes after the
