@@ -312,8 +312,13 @@ INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action, silenced)
 VALUES ('qin', ARRAY['ip1', NULL], ARRAY[0, 0], 'SilenceConvNotification', false);
 INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action)
 VALUES ('qin', ARRAY['ip2'], ARRAY[0], 'DeleteConv');
-SELECT state, message FROM zim_try($$INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action, mark, marked) VALUES ('qin', '{a}', '{0}', 'SetConvMark', 31, true)$$);
-SELECT state, message FROM zim_try($$INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action, pinned) VALUES ('qin', '{a}', '{0}', 'DeleteConv', true)$$);
+-- no CHECK refuses these: they fail alone as well, saying why
+INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action, mark, marked)
+VALUES ('qin', '{a}', '{0}', 'SetConvMark', 31, true);
+INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action)
+VALUES ('qin', '{b}', '{0}', 'ConvPinned');
+INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, action, marked)
+VALUES ('qin', '{c}', '{0}', 'SetConvMark', true);
 SELECT double_requests() AS base \gset
 CALL qf_run();
 SELECT action, state, attempts, last_message FROM zim_pin_job ORDER BY job_id;

@@ -128,8 +128,11 @@ zim_job_cols(const ZimJobBatch *batch, const char *r, bool counting)
 
 	if (batch->any_action)
 		return psprintf("%1$s.job_id, %1$s.from_user_id, %1$s.conv_ids, %1$s.conv_types,"
-						" coalesce(%1$s.pinned, %1$s.silenced, %1$s.marked, true), %2$s,"
-						" %1$s.action, %1$s.mark", r, attempts);
+						" CASE WHEN %1$s.action " ZIM_SQL_EQ " 'ConvPinned'::pg_catalog.text THEN %1$s.pinned"
+						"      WHEN %1$s.action " ZIM_SQL_EQ " 'SilenceConvNotification'::pg_catalog.text"
+						"      THEN %1$s.silenced"
+						"      WHEN %1$s.action " ZIM_SQL_EQ " 'SetConvMark'::pg_catalog.text THEN %1$s.marked"
+						"      ELSE true END, %2$s, %1$s.action, %1$s.mark", r, attempts);
 	return psprintf("%1$s.job_id, %1$s.from_user_id, %1$s.conv_ids, %1$s.conv_types,"
 					" %1$s.pinned, %2$s, 'ConvPinned'::pg_catalog.text, NULL::pg_catalog.int4",
 					r, attempts);
@@ -249,6 +252,7 @@ zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
 	Datum		action;
 	Datum		mark;
 	bool		mark_null;
+	bool		on_null;
 
 	memset(job, 0, sizeof(*job));
 	job->job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -257,8 +261,7 @@ zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
 					  TEXTOID, -1, false, TYPALIGN_INT, &ids, &id_nulls, &n_ids);
 	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 4, &isnull)),
 					  INT4OID, 4, true, TYPALIGN_INT, &types, &type_nulls, &n_types);
-	job->on = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
-	job->on = job->on && !isnull;
+	job->on = DatumGetBool(SPI_getbinval(tup, desc, 5, &on_null));
 	job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 	action = SPI_getbinval(tup, desc, 7, &isnull);
 	job->kind = isnull ? NULL : ZimMergeKind(TextDatumGetCString(action));
@@ -266,7 +269,13 @@ zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
 	job->mark = mark_null ? 0 : DatumGetInt32(mark);
 	if (job->kind == NULL)
 		job->poison = "22023: its action is not one the queue sends";
-	else if (job->kind == &ZimMarkKind && (mark_null || job->mark < 1 || job->mark > 30))
+	else if (on_null)
+		job->poison = psprintf("22004: its %s is null",
+							   job->kind == &ZimConvPinnedKind ? "pinned" :
+							   job->kind == &ZimSilenceKind ? "silenced" : "marked");
+	else if (job->kind == &ZimMarkKind && mark_null)
+		job->poison = "22004: its mark is null";
+	else if (job->kind == &ZimMarkKind && (job->mark < 1 || job->mark > 30))
 		job->poison = "22023: its mark is not between 1 and 30";
 	job->n = Min(n_ids, n_types);
 	job->convs = palloc(sizeof(ZimConv) * Max(job->n, 1));
