@@ -193,6 +193,13 @@ zim_forget_url(ZimRequest *req)
 	}
 }
 
+/* the Action a request is sent to: its own, or the call's */
+static inline const char *
+zim_req_action(const char *action, const ZimRequest *req)
+{
+	return req->action ? req->action : action;
+}
+
 /* a request whose send time has come passes the gate: sign and start it */
 static void
 zim_start_attempt(const char *action, ZimRequest *req, ZimMonoTime now)
@@ -233,6 +240,7 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, ZimMonoTime *wake,
 	for (int i = 0; i < n; i++)
 	{
 		ZimRequest *req = &reqs[i];
+		const char *act = zim_req_action(action, req);
 
 		if (req->state == ZIM_REQ_BACKOFF && req->at <= now)
 			req->state = ZIM_REQ_READY;
@@ -240,16 +248,16 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, ZimMonoTime *wake,
 		/* give a send time to ready requests, as many as may run at once */
 		if (req->state == ZIM_REQ_READY && busy < ZIM_MAX_TRANSFERS)
 		{
-			req->at = req->reserved_at = ZimRateReserve(action, now);
+			req->at = req->reserved_at = ZimRateReserve(act, now);
 			req->state = ZIM_REQ_SCHEDULED;
 			if (req->at > now)
-				ZimStatsThrottled(action, (double) (req->at - now) / 1000.0);
+				ZimStatsThrottled(act, (double) (req->at - now) / 1000.0);
 			busy++;
 		}
 
 		if (req->state == ZIM_REQ_SCHEDULED && req->at <= now &&
-			ZimRateGate(action, now, req->reserved_at, &req->at))
-			zim_start_attempt(action, req, now);
+			ZimRateGate(act, now, req->reserved_at, &req->at))
+			zim_start_attempt(act, req, now);
 
 		if ((req->state == ZIM_REQ_SCHEDULED || req->state == ZIM_REQ_BACKOFF) &&
 			req->at < *wake)
@@ -299,10 +307,10 @@ zim_collect(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n)
 		ZimHttpFinish(req->transfer, &req->http);
 		/* once only: judging the answer below may raise */
 		req->in_flight = false;
-		ZimRateSent(action, zim_sent_at(req),
+		ZimRateSent(zim_req_action(action, req), zim_sent_at(req),
 					req->http.status == ZIM_HTTP_OK ? zim_wire_us(req) : -1);
 		zim_forget_url(req);
-		zim_settle_attempt(action, policy, req);
+		zim_settle_attempt(zim_req_action(action, req), policy, req);
 	}
 }
 
@@ -336,7 +344,8 @@ zim_send_loop(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int n
 }
 
 /*
- * Send n requests of one Action, concurrently, each paced by the limiter,
+ * Send n requests of one Action (or each of its own, req->action),
+ * concurrently, each paced by the limiter,
  * signed afresh for every attempt and retried as policy allows.  Returns
  * when every request is ANSWERED (any Code: the caller judges it) or
  * FAILED (the caller raises with ZimRaiseFailure).  Raises only for
@@ -376,13 +385,13 @@ ZimSendRequests(const char *action, ZimRetryPolicy policy, ZimRequest *reqs, int
 			{
 				/* abandoned transfers may have left: count them as sent now */
 				if (reqs[i].in_flight)
-					ZimRateSent(action, ZimRateNow(), -1);
+					ZimRateSent(zim_req_action(action, &reqs[i]), ZimRateNow(), -1);
 				reqs[i].in_flight = false;
 				/* send times reserved but not reached are given back */
 				if (reqs[i].state == ZIM_REQ_SCHEDULED)
-					ZimRateRelease(action, reqs[i].reserved_at);
+					ZimRateRelease(zim_req_action(action, &reqs[i]), reqs[i].reserved_at);
 			}
-		ZimStatsCanceled(action, running);
+		ZimStatsCanceled(n > 0 ? zim_req_action(action, &reqs[0]) : action, running);
 		for (int i = 0; i < n; i++)
 			zim_forget_url(&reqs[i]);
 	}

@@ -44,8 +44,9 @@ zim_clear_build(ZimConvCall *call, ZimRequest *reqs, ZimConvSpan *spans)
 	}
 }
 
-static const ZimConvKind clear_kind = {
+const ZimConvKind ZimClearUnreadKind = {
 	.action = "ClearConversationUnread",
+	.per_request = 1,
 	.n_requests = zim_clear_n_requests,
 	.build = zim_clear_build,
 	.code_is_item = ZimConvCodeIsOwn,
@@ -55,12 +56,12 @@ static const ZimConvKind clear_kind = {
 Datum
 zim_clear_conversation_unread(PG_FUNCTION_ARGS)
 {
-	return ZimConvFamilyCall(fcinfo, &clear_kind, false);
+	return ZimConvFamilyCall(fcinfo, &ZimClearUnreadKind, false);
 }
 
 /* zim_clear_conversation_unread(from_user_id text, conv_ids text[], conv_type int) */
 Datum
 zim_clear_conversation_unread_one_type(PG_FUNCTION_ARGS)
 {
-	return ZimConvFamilyCall(fcinfo, &clear_kind, true);
+	return ZimConvFamilyCall(fcinfo, &ZimClearUnreadKind, true);
 }

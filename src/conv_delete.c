@@ -46,8 +46,9 @@ zim_delete_build(ZimConvCall *call, ZimRequest *reqs, ZimConvSpan *spans)
 	}
 }
 
-static const ZimConvKind delete_kind = {
+const ZimConvKind ZimDeleteKind = {
 	.action = "DeleteConv",
+	.per_request = 1,
 	.n_requests = zim_delete_n_requests,
 	.build = zim_delete_build,
 	.code_is_item = ZimConvCodeIsOwn,
@@ -57,12 +58,12 @@ static const ZimConvKind delete_kind = {
 Datum
 zim_delete_conv(PG_FUNCTION_ARGS)
 {
-	return ZimConvFamilyCall(fcinfo, &delete_kind, false);
+	return ZimConvFamilyCall(fcinfo, &ZimDeleteKind, false);
 }
 
 /* zim_delete_conv(from_user_id text, conv_ids text[], conv_type int) */
 Datum
 zim_delete_conv_one_type(PG_FUNCTION_ARGS)
 {
-	return ZimConvFamilyCall(fcinfo, &delete_kind, true);
+	return ZimConvFamilyCall(fcinfo, &ZimDeleteKind, true);
 }

@@ -291,6 +291,43 @@ ZimConvCodeIsOwn(int64 code)
 		(code >= 660600000 && code <= 660699999);
 }
 
+/*
+ * Read and check every argument of a writing function of the family, or
+ * of its enqueue function (the same arguments), into *call; returns the
+ * number of conversations.  Raises 22004 or 22023 before anything is sent
+ * or stored.
+ */
+int
+ZimConvReadCall(FunctionCallInfo fcinfo, const ZimConvKind *kind, bool one_type,
+				ZimConvCall *call)
+{
+	memset(call, 0, sizeof(*call));
+	call->n = ZimConvReadTargets(fcinfo, one_type, kind->arg_names, kind->n_args,
+								 &call->from_user_id, &call->convs);
+	if (kind->read_args)
+		kind->read_args(fcinfo, call);
+	return call->n;
+}
+
+/*
+ * Did a request of kind fail as a whole: no answer, or a Code without a
+ * failure list that neither says the state holds nor concerns only its
+ * one conversation?
+ */
+bool
+ZimConvFailedWhole(const ZimConvKind *kind, const ZimRequest *req)
+{
+	int64		code = req->response.code;
+
+	if (req->state == ZIM_REQ_FAILED)
+		return true;
+	if (code == 0 || req->response.has_items)
+		return false;
+	if (kind->code_is_done && kind->code_is_done(code))
+		return false;
+	return !(kind->code_is_item && kind->code_is_item(code));
+}
+
 /* the state of one writing call while its answers are read */
 typedef struct FamilyRun
 {
@@ -358,7 +395,7 @@ zim_family_send(const ZimConvKind *kind, ZimConvCall *call, ReturnSetInfo *rsinf
 		if (req->state != ZIM_REQ_FAILED && (code == 0 || req->response.has_items))
 		{
 			if (kind->items)
-				kind->items(call, req, &spans[r], zim_family_row, &run);
+				kind->items(call, req, &spans[r], true, zim_family_row, &run);
 			continue;
 		}
 		if (req->state != ZIM_REQ_FAILED && kind->code_is_done && kind->code_is_done(code))
@@ -408,10 +445,7 @@ ZimConvFamilyCall(FunctionCallInfo fcinfo, const ZimConvKind *kind, bool one_typ
 								 ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(work);
 
-	call.n = ZimConvReadTargets(fcinfo, one_type, kind->arg_names, kind->n_args,
-								&call.from_user_id, &call.convs);
-	if (kind->read_args)
-		kind->read_args(fcinfo, &call);
+	(void) ZimConvReadCall(fcinfo, kind, one_type, &call);
 	if (call.n > 0)
 		zim_family_send(kind, &call, rsinfo);
 

@@ -12,9 +12,9 @@
  * is raised once every chunk has finished, so the error can say what the
  * others did.
  *
- * The queue (above) stores and sends the same calls later: it reads its
- * arguments, builds its requests and learns what they did through the
- * functions here, so ConvPinned's rules live in this file only.  This file
+ * The queue (above) stores and sends the same calls later, through
+ * ZimConvPinnedKind, the same bodies, chunks and ErrorList as a kind of
+ * the family, so ConvPinned's rules live in this file only.  This file
  * never touches the queue's tables and never sends except through
  * client.c.
  *
@@ -172,13 +172,6 @@ zim_failed_whole(const ZimRequest *req)
 		(req->response.code != 0 && !req->response.has_items);
 }
 
-/* did a request change none of its conversations (no answer, or a Code without an ErrorList)? */
-bool
-ZimConvPinnedFailedWhole(const ZimRequest *req)
-{
-	return zim_failed_whole(req);
-}
-
 /*
  * Which of the requests of one call (n_convs conversations) failed as a
  * whole, and may a later attempt cure them.  Counts nothing.
@@ -252,6 +245,59 @@ ZimConvPinnedFailures(const ZimRequest *reqs, const ZimConv *convs, int n_convs,
 	}
 	ZimStatsConvs("ConvPinned", tally->changed, tally->failed);
 }
+
+/*
+ * ConvPinned as a kind of the family, for the queue: the same bodies and
+ * chunks as zim_conv_pinned, and its ErrorList.
+ */
+static void
+zim_pinned_read_args(FunctionCallInfo fcinfo, ZimConvCall *call)
+{
+	call->on = PG_GETARG_BOOL(3);
+}
+
+static int
+zim_pinned_n_requests(const ZimConvCall *call)
+{
+	return ZimConvPinnedRequestCount(call->n);
+}
+
+static void
+zim_pinned_build(ZimConvCall *call, ZimRequest *reqs, ZimConvSpan *spans)
+{
+	int			chunk = zim_max_convs_per_request;
+
+	ZimConvPinnedRequests(call->from_user_id, call->convs, call->n, call->on, reqs);
+	for (int c = 0; c * chunk < call->n; c++)
+	{
+		spans[c].first = c * chunk;
+		spans[c].n = Min(chunk, call->n - c * chunk);
+	}
+}
+
+static void
+zim_pinned_items(const ZimConvCall *call, const ZimRequest *req, const ZimConvSpan *span,
+				 bool strict, ZimConvFailureFn fn, void *arg)
+{
+	ZimConvFailure *items;
+	int			rows = zim_error_list(req->response.jsonb, strict, &items);
+
+	for (int k = 0; k < rows; k++)
+		fn(&items[k], arg);
+}
+
+static const char *const pinned_args[] = {"pinned"};
+
+const ZimConvKind ZimConvPinnedKind = {
+	.action = "ConvPinned",
+	.arg_names = pinned_args,
+	.n_args = 1,
+	.per_request = 0,
+	.read_args = zim_pinned_read_args,
+	.n_requests = zim_pinned_n_requests,
+	.build = zim_pinned_build,
+	.items = zim_pinned_items,
+};
 
 /* a failure as a result row of zim_conv_pinned */
 static void

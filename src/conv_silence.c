@@ -89,7 +89,7 @@ zim_silence_build(ZimConvCall *call, ZimRequest *reqs, ZimConvSpan *spans)
 /* each ErrorList entry {ConvId, SubCode, SubMessage}, with its request's type */
 static void
 zim_silence_items(const ZimConvCall *call, const ZimRequest *req, const ZimConvSpan *span,
-				  ZimConvFailureFn fn, void *arg)
+				  bool strict, ZimConvFailureFn fn, void *arg)
 {
 	JsonbValue *list = ZimJsonGet(req->response.jsonb, "ErrorList");
 	int			n = list && list->type == jbvBinary ? JsonContainerSize(list->val.binary.data) : 0;
@@ -107,11 +107,15 @@ zim_silence_items(const ZimConvCall *call, const ZimRequest *req, const ZimConvS
 			id.type != jbvString ||
 			!getKeyJsonValueFromContainer(v->val.binary.data, "SubCode", 7, &sub) ||
 			!ZimJsonInt64(&sub, &f.sub_code))
+		{
+			if (!strict)
+				continue;		/* the queue records what it can */
 			ereport(ERROR,
 					(errcode(ERRCODE_ZIM_BAD_RESPONSE),
 					 errmsg("invalid answer from the ZIM server"),
 					 errdetail("An entry of \"ErrorList\" has no string \"ConvId\" and integer \"SubCode\"."),
 					 errhint("Check that zim_pin.api_url points to the ZIM server API.")));
+		}
 		f.conv_id = pnstrdup(id.val.string.val, id.val.string.len);
 		f.conv_type = call->convs[span->first].type;
 		f.has_code = true;
@@ -130,10 +134,11 @@ zim_silence_done(int64 code)
 
 static const char *const silence_args[] = {"silenced"};
 
-static const ZimConvKind silence_kind = {
+const ZimConvKind ZimSilenceKind = {
 	.action = "SilenceConvNotification",
 	.arg_names = silence_args,
 	.n_args = 1,
+	.per_request = SILENCE_MAX_CONVS,
 	.read_args = zim_silence_read_args,
 	.n_requests = zim_silence_n_requests,
 	.build = zim_silence_build,
@@ -148,7 +153,7 @@ static const ZimConvKind silence_kind = {
 Datum
 zim_silence_conv_notification(PG_FUNCTION_ARGS)
 {
-	return ZimConvFamilyCall(fcinfo, &silence_kind, false);
+	return ZimConvFamilyCall(fcinfo, &ZimSilenceKind, false);
 }
 
 /*
@@ -158,5 +163,5 @@ zim_silence_conv_notification(PG_FUNCTION_ARGS)
 Datum
 zim_silence_conv_notification_one_type(PG_FUNCTION_ARGS)
 {
-	return ZimConvFamilyCall(fcinfo, &silence_kind, true);
+	return ZimConvFamilyCall(fcinfo, &ZimSilenceKind, true);
 }

@@ -6,14 +6,18 @@
  *	  pruning old jobs, and when the next job is due.
  *
  * Claiming.  A claim takes due jobs that head their user's queue and, behind
- * each, the user's next pending jobs while they are due and free (up to
- * GROUP_MAX_JOBS jobs and as many conversations as GROUP_MAX_REQUESTS
- * requests hold, so that one user cannot starve the others).  A user's jobs
- * form a group, sent merged (merge.c).  A claim marks jobs claimed_by = the
+ * each, the user's next pending jobs of the same Action while they are due
+ * and free (up to GROUP_MAX_JOBS jobs and as many conversations as
+ * GROUP_MAX_REQUESTS requests of that Action hold, so that one user cannot
+ * starve the others).  A user's jobs form a group, sent merged (merge.c).
+ * A job of another Action ends the group and heads the user's queue in a
+ * later claim, once the group is recorded: so no job is sent before every
+ * earlier job of its user, of any Action, has its answer, and a DeleteConv
+ * goes out after everything queued before it.  A claim marks jobs claimed_by = the
  * runner's pid and claimed_until = a lease (zim_pin.job_lease), and counts
  * the attempt.  A job whose claimer is no longer alive (killed, crashed) or
  * whose lease ran out is claimable again: at-least-once, which is safe
- * because pinning sets an absolute state.  Heads are locked FOR UPDATE SKIP
+ * because every Action the queue sends sets an absolute state.  Heads are locked FOR UPDATE SKIP
  * LOCKED, so two runners never take the same user at once.
  *
  * Leases.  The pair (claimed_by, claimed_until) is the claim's token: a
@@ -95,6 +99,40 @@ ZimJobsSchema(void)
 	char	   *name = OidIsValid(nsp) ? get_namespace_name(nsp) : NULL;
 
 	return name ? quote_identifier(name) : NULL;
+}
+
+/*
+ * Does the extension's zim_pin_job have 1.4's action column?  Before
+ * ALTER EXTENSION zim_pin UPDATE, every job is a ConvPinned job.  SPI is
+ * connected.
+ */
+bool
+ZimJobsAnyAction(void)
+{
+	Oid			nsp = ZimJobsNamespace();
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("zim_pin_job", nsp) : InvalidOid;
+
+	return OidIsValid(relid) && get_attnum(relid, "action") != InvalidAttrNumber;
+}
+
+/*
+ * The columns zim_job_from_tuple reads, of row r: job_id, from_user_id,
+ * conv_ids, conv_types, the state asked for, attempts (plus one if
+ * counting: it is read before the claim counts it), the Action, the mark.
+ */
+static char *
+zim_job_cols(const ZimJobBatch *batch, const char *r, bool counting)
+{
+	const char *attempts = counting ? psprintf("%s.attempts " ZIM_SQL_PLUS " 1", r)
+		: psprintf("%s.attempts", r);
+
+	if (batch->any_action)
+		return psprintf("%1$s.job_id, %1$s.from_user_id, %1$s.conv_ids, %1$s.conv_types,"
+						" coalesce(%1$s.pinned, %1$s.silenced, %1$s.marked, true), %2$s,"
+						" %1$s.action, %1$s.mark", r, attempts);
+	return psprintf("%1$s.job_id, %1$s.from_user_id, %1$s.conv_ids, %1$s.conv_types,"
+					" %1$s.pinned, %2$s, 'ConvPinned'::pg_catalog.text, NULL::pg_catalog.int4",
+					r, attempts);
 }
 
 /* an array Datum of the given element type; nulls may be NULL */
@@ -193,10 +231,10 @@ zim_free_sql(const char *r)
 }
 
 /*
- * One row (job_id, from_user_id, conv_ids, conv_types, pinned, attempts)
- * as a ZimJob.  A row that cannot be sent (a null element, arrays of
- * different lengths, an id not valid in UTF-8: inserted by hand, or
- * restored) gets a poison reason, and will fail alone.
+ * One row (zim_job_cols) as a ZimJob.  A row that cannot be sent (a null
+ * element, arrays of different lengths, an id not valid in UTF-8, an
+ * Action or mark the queue does not know: inserted by hand, or restored)
+ * gets a poison reason, and will fail alone.
  */
 static void
 zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
@@ -208,6 +246,9 @@ zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
 	bool	   *type_nulls;
 	int			n_ids;
 	int			n_types;
+	Datum		action;
+	Datum		mark;
+	bool		mark_null;
 
 	memset(job, 0, sizeof(*job));
 	job->job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -216,14 +257,25 @@ zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
 					  TEXTOID, -1, false, TYPALIGN_INT, &ids, &id_nulls, &n_ids);
 	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 4, &isnull)),
 					  INT4OID, 4, true, TYPALIGN_INT, &types, &type_nulls, &n_types);
-	job->pinned = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	job->on = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	job->on = job->on && !isnull;
 	job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	action = SPI_getbinval(tup, desc, 7, &isnull);
+	job->kind = isnull ? NULL : ZimMergeKind(TextDatumGetCString(action));
+	mark = SPI_getbinval(tup, desc, 8, &mark_null);
+	job->mark = mark_null ? 0 : DatumGetInt32(mark);
+	if (job->kind == NULL)
+		job->poison = "22023: its action is not one the queue sends";
+	else if (job->kind == &ZimMarkKind && (mark_null || job->mark < 1 || job->mark > 30))
+		job->poison = "22023: its mark is not between 1 and 30";
 	job->n = Min(n_ids, n_types);
 	job->convs = palloc(sizeof(ZimConv) * Max(job->n, 1));
 	for (int k = 0; k < job->n; k++)
 	{
 		job->convs[k].id = id_nulls[k] || type_nulls[k] ? NULL : TextDatumGetCString(ids[k]);
 		job->convs[k].type = type_nulls[k] ? 0 : DatumGetInt32(types[k]);
+		job->convs[k].mark = job->mark;
+		job->convs[k].tag = 0;
 		if (job->poison == NULL && (id_nulls[k] || type_nulls[k]))
 			job->poison = psprintf("22004: element %d of %s is null", k + 1,
 								   id_nulls[k] ? "conv_ids" : "conv_types");
@@ -235,11 +287,15 @@ zim_job_from_tuple(HeapTuple tup, TupleDesc desc, ZimJob *job)
 		job->poison = ZimConvStoredProblem(job->from_user_id, job->convs, job->n);
 }
 
-/* the number of requests a claim may take on (at least one job) */
-static int
-zim_claim_conv_budget(void)
+/*
+ * What n conversations of an Action cost a claim's budget, in requests at
+ * the Action's limit (fractions add up: merged, 100 one-conversation mark
+ * jobs make one request)
+ */
+static double
+zim_claim_cost(const ZimConvKind *kind, int n)
 {
-	return CLAIM_MAX_REQUESTS * zim_max_convs_per_request;
+	return (double) n / ZimMergePerRequest(kind);
 }
 
 /*
@@ -250,7 +306,7 @@ zim_claim_conv_budget(void)
  * heads (batch->cxt).
  */
 static int
-zim_claim_heads(ZimJobBatch *batch, int max_heads, Datum own, ZimJob **heads, int *convs)
+zim_claim_heads(ZimJobBatch *batch, int max_heads, Datum own, ZimJob **heads, double *cost)
 {
 	Oid			types[2] = {INT4OID, INT8ARRAYOID};
 	Datum		args[2] = {Int32GetDatum(max_heads), own};
@@ -261,7 +317,7 @@ zim_claim_heads(ZimJobBatch *batch, int max_heads, Datum own, ZimJob **heads, in
 	MemoryContext old;
 
 	/* lock the candidates */
-	zim_spi_exec(psprintf("SELECT j.job_id, j.xmin, pg_catalog.cardinality(j.conv_ids)"
+	zim_spi_exec(psprintf("SELECT j.job_id, j.xmin, pg_catalog.cardinality(j.conv_ids), %3$s"
 						  " FROM %1$s.zim_pin_job j"
 						  " WHERE j.state " EQ " 'pending'::pg_catalog.text"
 						  "  AND j.next_attempt_at " LE " pg_catalog.clock_timestamp()"
@@ -272,22 +328,27 @@ zim_claim_heads(ZimJobBatch *batch, int max_heads, Datum own, ZimJob **heads, in
 						  "                    AND e.job_id " LT " j.job_id)"
 						  "  AND NOT (j.job_id " EQ " ANY ($2))"
 						  " ORDER BY j.job_id LIMIT $1 FOR UPDATE OF j SKIP LOCKED",
-						  batch->schema, zim_free_sql("j")), 2, types, args, NULL);
+						  batch->schema, zim_free_sql("j"),
+						  batch->any_action ? "j.action" : "'ConvPinned'::pg_catalog.text"),
+				 2, types, args, NULL);
 
 	/* the calling transaction's own rows are not committed: never those */
 	ids = palloc(sizeof(Datum) * Max(SPI_processed, 1));
-	*convs = 0;
-	for (uint64 r = 0; r < SPI_processed && (n == 0 || *convs < zim_claim_conv_budget()); r++)
+	*cost = 0;
+	for (uint64 r = 0; r < SPI_processed && (n == 0 || *cost < CLAIM_MAX_REQUESTS); r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
 		bool		isnull;
 		TransactionId xmin = DatumGetTransactionId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
 		Datum		card = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull);
+		bool		action_null;
+		Datum		action = SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &action_null);
+		const ZimConvKind *kind = action_null ? NULL : ZimMergeKind(TextDatumGetCString(action));
 
 		if (TransactionIdIsCurrentTransactionId(xmin))
 			continue;
 		ids[n++] = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
-		*convs += isnull ? 0 : DatumGetInt32(card);
+		*cost += zim_claim_cost(kind, isnull ? 0 : DatumGetInt32(card));
 	}
 	if (n == 0)
 		return 0;
@@ -298,8 +359,7 @@ zim_claim_heads(ZimJobBatch *batch, int max_heads, Datum own, ZimJob **heads, in
 						  " SET claimed_by = pg_catalog.pg_backend_pid(), claimed_until = $2,"
 						  "     attempts = j.attempts " PLUS " 1"
 						  " WHERE j.job_id " EQ " ANY ($1)"
-						  " RETURNING j.job_id, j.from_user_id, j.conv_ids, j.conv_types,"
-						  "           j.pinned, j.attempts", batch->schema),
+						  " RETURNING %s", batch->schema, zim_job_cols(batch, "j", false)),
 				 2, utypes, uargs, NULL);
 	n = (int) SPI_processed;
 	old = MemoryContextSwitchTo(batch->cxt);
@@ -315,8 +375,8 @@ zim_claim_heads(ZimJobBatch *batch, int max_heads, Datum own, ZimJob **heads, in
  * Step 2: behind each head, the user's next pending jobs (up to
  * GROUP_MAX_JOBS - 1), each with whether this runner may take it now and
  * its claim token as read.  Leaves them in SPI_tuptable, ordered by head,
- * then job: columns 1-6 as zim_job_from_tuple reads them, 7 the head's
- * index, 8 "takeable" by its lease and time, 9 xmin, 10-11 the token.
+ * then job: columns 1-8 as zim_job_from_tuple reads them, 9 the head's
+ * index, 10 "takeable" by its lease and time, 11 xmin, 12-13 the token.
  */
 static void
 zim_claim_followers_read(ZimJobBatch *batch, ZimJob *heads, int n_heads, Datum own)
@@ -335,21 +395,19 @@ zim_claim_followers_read(ZimJobBatch *batch, ZimJob *heads, int n_heads, Datum o
 	args[1] = ZimJobsArray(ids, NULL, n_heads, INT8OID);
 	args[2] = own;
 	args[3] = Int32GetDatum(GROUP_MAX_JOBS - 1);
-	zim_spi_exec(psprintf("SELECT f.job_id, f.from_user_id, f.conv_ids, f.conv_types, f.pinned,"
-						  "       f.attempts, h.ord, f.takeable, f.xmin, f.claimed_by, f.claimed_until"
-						  " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY"
-						  "      AS h(user_id, head_id, ord)"
+	zim_spi_exec(psprintf("SELECT f.* FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2))"
+						  "      WITH ORDINALITY AS h(user_id, head_id, ord)"
 						  " CROSS JOIN LATERAL ("
-						  "  SELECT e.job_id, e.from_user_id, e.conv_ids, e.conv_types, e.pinned,"
-						  "         e.attempts " PLUS " 1 AS attempts,"
+						  "  SELECT %3$s, h.ord AS head_ord,"
 						  "         (e.next_attempt_at " LE " pg_catalog.clock_timestamp()"
 						  "          AND %2$s AND NOT (e.job_id " EQ " ANY ($3))) AS takeable,"
-						  "         e.xmin, e.claimed_by, e.claimed_until"
+						  "         e.xmin AS row_xmin, e.claimed_by AS by, e.claimed_until AS until"
 						  "  FROM %1$s.zim_pin_job e"
 						  "  WHERE e.from_user_id " EQ " h.user_id"
 						  "    AND e.state " EQ " 'pending'::pg_catalog.text AND e.job_id " GT " h.head_id"
 						  "  ORDER BY e.job_id LIMIT $4) f"
-						  " ORDER BY h.ord, f.job_id", batch->schema, zim_free_sql("e")),
+						  " ORDER BY f.head_ord, f.job_id", batch->schema, zim_free_sql("e"),
+						  zim_job_cols(batch, "e", true)),
 				 4, types, args, NULL);
 }
 
@@ -367,11 +425,14 @@ typedef struct Follower
 
 /*
  * Step 3: from the rows of step 2, the followers each group would take:
- * the user's next jobs in order, while each is takeable and the group and
- * the claim stay within their bounds.  Returns how many, in *out.
+ * the user's next jobs in order, while each is of the head's Action and
+ * takeable, and the group and the claim stay within their bounds.  A job
+ * of another Action ends the group: it goes in a later claim, once this
+ * group has its answers, so that a user's jobs of every Action take
+ * effect in order.  Returns how many, in *out.
  */
 static int
-zim_claim_followers_choose(ZimJob *heads, int n_heads, int max_jobs, int convs,
+zim_claim_followers_choose(ZimJob *heads, int n_heads, int max_jobs, double cost,
 						   Follower **out)
 {
 	SPITupleTable *tt = SPI_tuptable;
@@ -386,9 +447,10 @@ zim_claim_followers_choose(ZimJob *heads, int n_heads, int max_jobs, int convs,
 	{
 		HeapTuple	tup = tt->vals[r];
 		bool		isnull;
-		int			ord = (int) DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 7, &isnull)) - 1;
+		int			ord = (int) DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 9, &isnull)) - 1;
 		TransactionId xmin;
 		Follower   *f = &fs[n];
+		const ZimConvKind *kind = heads[ord].kind;
 
 		if (ord != cur)
 		{
@@ -396,25 +458,26 @@ zim_claim_followers_choose(ZimJob *heads, int n_heads, int max_jobs, int convs,
 			open = true;
 			group_convs = heads[ord].n;
 		}
-		xmin = DatumGetTransactionId(SPI_getbinval(tup, tt->tupdesc, 9, &isnull));
-		if (!open || !DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 8, &isnull)) ||
+		xmin = DatumGetTransactionId(SPI_getbinval(tup, tt->tupdesc, 11, &isnull));
+		if (!open || !DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 10, &isnull)) ||
 			TransactionIdIsCurrentTransactionId(xmin) || n_jobs >= max_jobs)
 		{
 			open = false;		/* behind one it may not take: none */
 			continue;
 		}
 		zim_job_from_tuple(tup, tt->tupdesc, &f->job);
-		if (group_convs + f->job.n > GROUP_MAX_REQUESTS * zim_max_convs_per_request ||
-			convs + f->job.n > zim_claim_conv_budget())
+		if (f->job.kind != kind ||
+			group_convs + f->job.n > GROUP_MAX_REQUESTS * ZimMergePerRequest(kind) ||
+			cost + zim_claim_cost(kind, f->job.n) > CLAIM_MAX_REQUESTS)
 		{
 			open = false;
 			continue;
 		}
 		group_convs += f->job.n;
-		convs += f->job.n;
+		cost += zim_claim_cost(kind, f->job.n);
 		f->group = ord;
-		f->claimed_by = SPI_getbinval(tup, tt->tupdesc, 10, &f->by_null);
-		f->claimed_until = SPI_getbinval(tup, tt->tupdesc, 11, &f->until_null);
+		f->claimed_by = SPI_getbinval(tup, tt->tupdesc, 12, &f->by_null);
+		f->claimed_until = SPI_getbinval(tup, tt->tupdesc, 13, &f->until_null);
 		n++;
 		n_jobs++;
 	}
@@ -501,8 +564,8 @@ zim_group_by_size(const void *a, const void *b)
 {
 	const ZimJobGroup *x = (const ZimJobGroup *) a;
 	const ZimJobGroup *y = (const ZimJobGroup *) b;
-	int			nx = x->n_unpin_reqs + x->n_pin_reqs;
-	int			ny = y->n_unpin_reqs + y->n_pin_reqs;
+	int			nx = ZimMergeGroupRequests(x);
+	int			ny = ZimMergeGroupRequests(y);
 
 	if (nx != ny)
 		return nx < ny ? -1 : 1;
@@ -527,8 +590,9 @@ zim_claim_build(ZimJobBatch *batch)
 
 		for (int j = g->first_job; j < g->first_job + g->n_jobs; j++)
 			convs += batch->jobs[j].n;
-		g->n_unpin_reqs = ZimConvPinnedRequestCount(convs);
-		g->n_pin_reqs = 0;
+		g->n_reqs[ZIM_PHASE_OFF] = 0;
+		g->n_reqs[ZIM_PHASE_ON] = (convs + ZimMergePerRequest(batch->jobs[g->first_job].kind) - 1) /
+			ZimMergePerRequest(batch->jobs[g->first_job].kind);
 	}
 	qsort(batch->groups, batch->n_groups, sizeof(ZimJobGroup), zim_group_by_size);
 	for (int i = 0; i < batch->n_groups; i++)
@@ -563,7 +627,7 @@ ZimJobsClaim(int max_heads, int max_jobs, const int64 *own, int n_own, ZimJobBat
 	int			n_give_back = 0;
 	int			n_heads;
 	int			n_fs;
-	int			convs;
+	double		cost;
 	int			f = 0;
 	MemoryContext old;
 
@@ -571,6 +635,7 @@ ZimJobsClaim(int max_heads, int max_jobs, const int64 *own, int n_own, ZimJobBat
 	if (schema == NULL)
 		return 0;
 	batch->schema = MemoryContextStrdup(batch->cxt, schema);
+	batch->any_action = ZimJobsAnyAction();
 	batch->lease = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											   (int64) zim_job_lease_s * 1000);
 	batch->renewed = 0;
@@ -578,12 +643,12 @@ ZimJobsClaim(int max_heads, int max_jobs, const int64 *own, int n_own, ZimJobBat
 		own_d[i] = Int64GetDatum(own[i]);
 	own_arr = ZimJobsArray(own_d, NULL, n_own, INT8OID);
 
-	n_heads = zim_claim_heads(batch, Min(max_heads, max_jobs), own_arr, &heads, &convs);
+	n_heads = zim_claim_heads(batch, Min(max_heads, max_jobs), own_arr, &heads, &cost);
 	if (n_heads == 0)
 		return 0;
 	zim_claim_followers_read(batch, heads, n_heads, own_arr);
 	old = MemoryContextSwitchTo(batch->cxt);
-	n_fs = zim_claim_followers_choose(heads, n_heads, max_jobs, convs, &fs);
+	n_fs = zim_claim_followers_choose(heads, n_heads, max_jobs, cost, &fs);
 	MemoryContextSwitchTo(old);
 	zim_claim_followers(batch, fs, n_fs);
 
@@ -646,12 +711,12 @@ ZimJobsChunkEnd(ZimJobBatch *batch, int from, bool all_of_it)
 	while (to < batch->n_groups)
 	{
 		ZimJobGroup *g = &batch->groups[to];
-		int			left = g->n_unpin_reqs + g->n_pin_reqs - g->n_reqs_done;
+		int			left = ZimMergeGroupRequests(g) - g->n_reqs_done;
 
 		if (zim_group_lost(batch, g))
 		{
 			/* another runner has it: nothing to send, and it is done here */
-			g->send_to = g->n_unpin_reqs + g->n_pin_reqs;
+			g->send_to = ZimMergeGroupRequests(g);
 			to++;
 			continue;
 		}
@@ -677,85 +742,99 @@ int
 ZimJobsSentTo(const ZimJobBatch *batch, int from, int to)
 {
 	while (from < to &&
-		   batch->groups[from].n_reqs_done >=
-		   batch->groups[from].n_unpin_reqs + batch->groups[from].n_pin_reqs)
+		   batch->groups[from].n_reqs_done >= ZimMergeGroupRequests(&batch->groups[from]))
 		from++;
 	return from;
 }
 
 /*
- * Send one phase (unpins or pins) of the chunk's groups [from, to): each
- * group's part of the phase between n_reqs_done and send_to, one
- * ZimSendRequests per run of parts that lie side by side in the phase's
- * array.
+ * Send one phase of the chunk's groups [from, to): each group's part of
+ * the phase between n_reqs_done and send_to, all in one ZimSendRequests
+ * (each request to its own Action, each Action under its own ceiling).
  */
 static void
-zim_send_phase(ZimJobBatch *batch, int from, int to, bool pins)
+zim_send_phase(ZimJobBatch *batch, int from, int to, int phase)
 {
-	ZimRequest *reqs = pins ? batch->pin_reqs : batch->unpin_reqs;
-	int			first = 0;
-	int			end = 0;
+	ZimRequest *reqs = batch->reqs[phase];
+	ZimRequest *out = palloc0(sizeof(ZimRequest) * Max(batch->n_reqs[phase], 1));
+	int			n = 0;
 
-	for (int i = from; i <= to; i++)
+	for (int pass = 0; pass < 2; pass++)
 	{
-		ZimJobGroup *g = i < to ? &batch->groups[i] : NULL;
-		int			nu = g ? g->n_unpin_reqs : 0;
-		int			lo = 0;
-		int			hi = 0;
-		int			base = 0;
+		for (int i = from; i < to; i++)
+		{
+			ZimJobGroup *g = &batch->groups[i];
+			int			off = g->n_reqs[ZIM_PHASE_OFF];
+			int			lo;
+			int			hi;
 
-		if (g && !zim_group_lost(batch, g) && (!pins || g->pins_sent))
-		{
-			lo = pins ? Max(g->n_reqs_done, nu) - nu : Min(g->n_reqs_done, nu);
-			hi = pins ? Max(g->send_to, nu) - nu : Min(g->send_to, nu);
-			base = pins ? g->first_pin_req : g->first_unpin_req;
+			if (zim_group_lost(batch, g) || (phase == ZIM_PHASE_ON && !g->on_sent))
+				continue;
+			lo = phase == ZIM_PHASE_ON ? Max(g->n_reqs_done, off) - off : Min(g->n_reqs_done, off);
+			hi = phase == ZIM_PHASE_ON ? Max(g->send_to, off) - off : Min(g->send_to, off);
+			for (int r = lo; r < hi; r++)
+			{
+				ZimRequest *req = &reqs[g->first_req[phase] + r];
+
+				/* gather them side by side, send, and put the answers back */
+				if (pass == 0)
+					out[n++] = *req;
+				else
+					*req = out[n++];
+			}
 		}
-		if (g && lo >= hi)
-			continue;
-		if (g && end > first && end == base + lo)
+		if (pass == 0)
 		{
-			end = base + hi;
-			continue;
+			if (n > 0)
+				ZimSendRequests(out[0].action, ZIM_RETRY_IDEMPOTENT, out, n, 0);
+			n = 0;
 		}
-		if (end > first)
-			ZimSendRequests("ConvPinned", ZIM_RETRY_IDEMPOTENT, reqs + first, end - first, 0);
-		first = base + lo;
-		end = base + hi;
 	}
+	pfree(out);
+}
+
+/* did a group's "off" requests fail in a way a later attempt may cure? */
+static bool
+zim_off_failed_transiently(const ZimJobBatch *batch, const ZimJobGroup *g)
+{
+	for (int r = 0; r < g->n_reqs[ZIM_PHASE_OFF]; r++)
+	{
+		const ZimRequest *req = &batch->reqs[ZIM_PHASE_OFF][g->first_req[ZIM_PHASE_OFF] + r];
+
+		if (ZimConvFailedWhole(g->kind, req) && ZimRequestTransient(req))
+			return true;
+	}
+	return false;
 }
 
 /*
  * Send the chunk's groups [from, to) (ZimJobsChunkEnd), with no retry
  * inside: a job that fails transiently is retried as a whole job, later.
- * The unpins first, then the pins of each group whose unpins all went
- * through (or failed for good).  Needs no transaction.
+ * The "off" requests first, then the "on" ones of each group whose "off"
+ * ones all went through (or failed for good).  Needs no transaction.
  */
 void
 ZimJobsSend(ZimJobBatch *batch, int from, int to)
 {
 	MemoryContext old = MemoryContextSwitchTo(batch->cxt);
 
-	zim_send_phase(batch, from, to, false);
+	zim_send_phase(batch, from, to, ZIM_PHASE_OFF);
 	for (int i = from; i < to; i++)
 	{
 		ZimJobGroup *g = &batch->groups[i];
 
-		if (g->send_to < g->n_unpin_reqs)
-			continue;			/* its unpins are not all sent yet */
-		g->pins_sent = true;
-		for (int r = g->first_unpin_req; r < g->first_unpin_req + g->n_unpin_reqs; r++)
-			if (ZimConvPinnedFailedWhole(&batch->unpin_reqs[r]) &&
-				ZimRequestTransient(&batch->unpin_reqs[r]))
-				g->pins_sent = false;
+		if (g->send_to < g->n_reqs[ZIM_PHASE_OFF])
+			continue;			/* its "off" requests are not all sent yet */
+		g->on_sent = !zim_off_failed_transiently(batch, g);
 	}
-	zim_send_phase(batch, from, to, true);
+	zim_send_phase(batch, from, to, ZIM_PHASE_ON);
 	for (int i = from; i < to; i++)
 	{
 		ZimJobGroup *g = &batch->groups[i];
 
 		g->n_reqs_done = g->send_to;
-		if (g->n_reqs_done >= g->n_unpin_reqs && !g->pins_sent)
-			g->n_reqs_done = g->n_unpin_reqs + g->n_pin_reqs;	/* no pins to send */
+		if (g->n_reqs_done >= g->n_reqs[ZIM_PHASE_OFF] && !g->on_sent)
+			g->n_reqs_done = ZimMergeGroupRequests(g);	/* no "on" requests to send */
 	}
 	MemoryContextSwitchTo(old);
 }

@@ -1,35 +1,79 @@
 /*-------------------------------------------------------------------------
  *
  * merge.c
- *	  A user's consecutive queued jobs as the fewest ConvPinned requests
+ *	  A user's consecutive queued jobs of one Action as the fewest requests
  *	  that reach the same final state as sending them one by one, in order;
  *	  and each job's own outcome from the answers.
  *
- * Merging.  Per conversation (id and type) the last job of the group that
- * names it wins: only its intent is sent, for that job (the owner).  An
- * earlier job that named the conversation leaves it to the later one: it
- * is neither sent for it nor one of its failures (its row says how many it
- * left, and to which job).  Unpins go out before pins, in two phases of the
- * whole batch, so that an unpin frees a slot for a pin at the vendor's
- * 100-pin limit; a group whose unpins failed transiently sends no pins.  A
- * job whose attempts runners that died used up, or that cannot be sent at
- * all (a poison row), takes no part: it fails unsent, as if it had come
- * and gone in its place.
+ * Every Action of the family is a ZimConvKind (its file knows its bodies,
+ * limits and failure list); this file knows only what merging needs: that
+ * each sets an absolute state per conversation, and for SetConvMark per
+ * conversation and mark.
+ *
+ * Merging.  Per conversation (id, type and, for SetConvMark, mark) the last
+ * job of the group that names it wins: only its intent is sent, for that
+ * job (the owner).  An earlier job that named the conversation leaves it
+ * to the later one: it is neither sent for it nor one of its failures
+ * (its row says how many it left, and to which job).  So a DeleteConv or
+ * ClearConversationUnread repeated in a group is sent once, and a mark set
+ * and then cancelled is only cancelled.  The "off" intents (unpin, unmute,
+ * cancel a mark) go out before the "on" ones, in two phases of the whole
+ * batch, so that an "off" frees a slot for an "on" under a per-user cap (100
+ * pins, 500 mutes, 30 marks a conversation); a group whose "off" requests
+ * failed transiently sends no "on" ones.  The kind then packs each phase
+ * into its requests: 20 pins, 10 mutes of one type, 100 marks a map with
+ * each conversation once, one delete or clear.  A job whose attempts
+ * runners that died used up, or that cannot be sent at all (a poison row),
+ * takes no part: it fails unsent, as if it had come and gone in its place.
  *
  * Outcomes.  A job's failures are exactly the conversations it owned that
- * failed: its entries of the ErrorLists, and each conversation of a request
- * that failed whole.  Its verdict: RETRY if a request it owned a part of
- * failed whole and transiently, with attempts left; else HELD_BACK if a part
- * of it was not sent or a job before it in the group is sent again or held
- * back; else FAILED if a request it owned a part of failed whole; else DONE.
- * Held-back jobs return to the queue unsent, their attempt not counted, so
- * that a user's jobs still take effect in order.
+ * failed: its entries of the failure lists, each conversation of a request
+ * that failed whole, and the one conversation of a request whose Code
+ * concerns only it.  Its verdict: RETRY if a request it owned a part of
+ * failed whole and transiently, with attempts left; else HELD_BACK if a
+ * part of it was not sent or a job before it in the group is sent again or
+ * held back; else FAILED if a request it owned a part of failed whole;
+ * else DONE.  Held-back jobs return to the queue unsent, their attempt not
+ * counted, so that a user's jobs still take effect in order.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
  *-------------------------------------------------------------------------
  */
 #include "zim_pin.h"
+
+/* the Actions the queue sends, by the name stored in zim_pin_job.action */
+static const ZimConvKind *const kinds[] = {
+	&ZimConvPinnedKind,
+	&ZimSilenceKind,
+	&ZimMarkKind,
+	&ZimDeleteKind,
+	&ZimClearUnreadKind,
+};
+
+/* the kind of a stored Action name, or NULL if the queue sends no such Action */
+const ZimConvKind *
+ZimMergeKind(const char *action)
+{
+	for (int i = 0; i < (int) lengthof(kinds); i++)
+		if (strcmp(kinds[i]->action, action) == 0)
+			return kinds[i];
+	return NULL;
+}
+
+/* how many conversations one request of kind holds at most */
+int
+ZimMergePerRequest(const ZimConvKind *kind)
+{
+	return kind && kind->per_request > 0 ? kind->per_request : zim_max_convs_per_request;
+}
+
+/* a group's requests, both phases */
+int
+ZimMergeGroupRequests(const ZimJobGroup *g)
+{
+	return g->n_reqs[ZIM_PHASE_OFF] + g->n_reqs[ZIM_PHASE_ON];
+}
 
 /* one conversation named by one job of a group */
 typedef struct ConvRef
@@ -39,17 +83,27 @@ typedef struct ConvRef
 	int			pos;			/* in the job's list */
 } ConvRef;
 
+static int
+zim_conv_cmp(const ZimConv *a, const ZimConv *b)
+{
+	int			c;
+
+	if (a->type != b->type)
+		return a->type < b->type ? -1 : 1;
+	if (a->mark != b->mark)
+		return a->mark < b->mark ? -1 : 1;
+	c = strcmp(a->id, b->id);
+	return c;
+}
+
 /* by conversation, then the last job first */
 static int
 zim_ref_by_conv(const void *a, const void *b)
 {
 	const ConvRef *x = (const ConvRef *) a;
 	const ConvRef *y = (const ConvRef *) b;
-	int			c;
+	int			c = zim_conv_cmp(x->conv, y->conv);
 
-	if (x->conv->type != y->conv->type)
-		return x->conv->type < y->conv->type ? -1 : 1;
-	c = strcmp(x->conv->id, y->conv->id);
 	if (c != 0)
 		return c;
 	if (x->job != y->job)
@@ -73,7 +127,7 @@ zim_ref_by_job(const void *a, const void *b)
 static bool
 zim_sits_out(const ZimJob *job)
 {
-	return job->exhausted || job->poison != NULL;
+	return job->exhausted || job->poison != NULL || job->kind == NULL;
 }
 
 static bool
@@ -82,7 +136,7 @@ zim_same_conv(const ZimConv *a, const ZimConv *b)
 	return a->type == b->type && strcmp(a->id, b->id) == 0;
 }
 
-/* which conversations one group sends, for which job: unpins first */
+/* which conversations one group sends, for which job: "off" first */
 static void
 zim_merge_group(ZimJobBatch *batch, ZimJobGroup *g)
 {
@@ -108,7 +162,7 @@ zim_merge_group(ZimJobBatch *batch, ZimJobGroup *g)
 	{
 		ZimJob	   *owner;
 
-		if (i == 0 || !zim_same_conv(refs[i].conv, refs[i - 1].conv))
+		if (i == 0 || zim_conv_cmp(refs[i].conv, refs[i - 1].conv) != 0)
 		{
 			own[n_own++] = refs[i];
 			continue;
@@ -125,18 +179,36 @@ zim_merge_group(ZimJobBatch *batch, ZimJobGroup *g)
 	g->sent = palloc(sizeof(ZimConv) * Max(n_own, 1));
 	g->owner = palloc(sizeof(int) * Max(n_own, 1));
 	g->n_sent = n_own;
+	g->n_off = 0;
 	k = 0;
-	for (int pass = 0; pass < 2; pass++)
+	for (int phase = 0; phase < ZIM_PHASES; phase++)
 		for (int i = 0; i < n_own; i++)
-			if (batch->jobs[own[i].job].pinned == (pass == 1))
+			if (batch->jobs[own[i].job].on == (phase == ZIM_PHASE_ON))
 			{
 				g->sent[k] = *own[i].conv;
+				g->sent[k].tag = k;
 				g->owner[k++] = own[i].job;
-				if (pass == 0)
-					g->n_unpin = k;
+				if (phase == ZIM_PHASE_OFF)
+					g->n_off = k;
 			}
 	pfree(refs);
 	pfree(own);
+}
+
+/* a group's call of one phase: its conversations, not yet built */
+static void
+zim_merge_phase_call(ZimJobBatch *batch, ZimJobGroup *g, int phase)
+{
+	ZimConvCall *call = &g->calls[phase];
+	int			from = phase == ZIM_PHASE_OFF ? 0 : g->n_off;
+
+	memset(call, 0, sizeof(*call));
+	call->from_user_id = batch->jobs[g->first_job].from_user_id;
+	call->n = phase == ZIM_PHASE_OFF ? g->n_off : g->n_sent - g->n_off;
+	call->convs = palloc(sizeof(ZimConv) * Max(call->n, 1));
+	memcpy(call->convs, g->sent + from, sizeof(ZimConv) * call->n);
+	call->on = phase == ZIM_PHASE_ON;
+	g->n_reqs[phase] = call->n > 0 && g->kind ? g->kind->n_requests(call) : 0;
 }
 
 /*
@@ -146,36 +218,38 @@ zim_merge_group(ZimJobBatch *batch, ZimJobGroup *g)
 void
 ZimMergeBuild(ZimJobBatch *batch)
 {
-	int			n_unpin = 0;
-	int			n_pin = 0;
-
+	for (int p = 0; p < ZIM_PHASES; p++)
+		batch->n_reqs[p] = 0;
 	for (int i = 0; i < batch->n_groups; i++)
 	{
 		ZimJobGroup *g = &batch->groups[i];
 
+		g->kind = batch->jobs[g->first_job].kind;
 		zim_merge_group(batch, g);
-		g->first_unpin_req = n_unpin;
-		g->n_unpin_reqs = ZimConvPinnedRequestCount(g->n_unpin);
-		n_unpin += g->n_unpin_reqs;
-		g->first_pin_req = n_pin;
-		g->n_pin_reqs = ZimConvPinnedRequestCount(g->n_sent - g->n_unpin);
-		n_pin += g->n_pin_reqs;
+		for (int p = 0; p < ZIM_PHASES; p++)
+		{
+			zim_merge_phase_call(batch, g, p);
+			g->first_req[p] = batch->n_reqs[p];
+			batch->n_reqs[p] += g->n_reqs[p];
+		}
 	}
-	batch->unpin_reqs = palloc0(sizeof(ZimRequest) * Max(n_unpin, 1));
-	batch->n_unpin_reqs = n_unpin;
-	batch->pin_reqs = palloc0(sizeof(ZimRequest) * Max(n_pin, 1));
-	batch->n_pin_reqs = n_pin;
+	for (int p = 0; p < ZIM_PHASES; p++)
+		batch->reqs[p] = palloc0(sizeof(ZimRequest) * Max(batch->n_reqs[p], 1));
 	for (int i = 0; i < batch->n_groups; i++)
 	{
 		ZimJobGroup *g = &batch->groups[i];
-		const char *user = batch->jobs[g->first_job].from_user_id;
 
-		if (g->n_unpin > 0)
-			ZimConvPinnedRequests(user, g->sent, g->n_unpin, false,
-								  batch->unpin_reqs + g->first_unpin_req);
-		if (g->n_sent > g->n_unpin)
-			ZimConvPinnedRequests(user, g->sent + g->n_unpin, g->n_sent - g->n_unpin, true,
-								  batch->pin_reqs + g->first_pin_req);
+		for (int p = 0; p < ZIM_PHASES; p++)
+		{
+			ZimRequest *reqs = batch->reqs[p] + g->first_req[p];
+
+			g->spans[p] = palloc0(sizeof(ZimConvSpan) * Max(g->n_reqs[p], 1));
+			if (g->n_reqs[p] == 0)
+				continue;
+			g->kind->build(&g->calls[p], reqs, g->spans[p]);
+			for (int r = 0; r < g->n_reqs[p]; r++)
+				reqs[r].action = g->kind->action;
+		}
 	}
 }
 
@@ -184,54 +258,82 @@ typedef struct ConvStatus
 {
 	bool		not_sent;
 	const ZimRequest *whole;	/* its request failed whole */
-	bool		item;			/* an ErrorList entry names it */
+	bool		item;			/* a failure entry names it */
 	ZimConvFailure failure;
 	const ZimRequest *req;		/* its request */
 } ConvStatus;
 
 typedef struct ItemSink
 {
-	const ZimConv *convs;
+	const ZimConvKind *kind;
+	const ZimConv *convs;		/* the request's conversations */
 	int			n;
-	ConvStatus *st;
+	ConvStatus *st;				/* by tag */
 } ItemSink;
 
-/* an ErrorList entry: the conversation it names, if the phase sent it */
+/* a failure entry: the conversation of its request that it names */
 static void
 zim_merge_item(const ZimConvFailure *f, void *arg)
 {
 	ItemSink   *sink = (ItemSink *) arg;
 	ZimConv		c = {(char *) f->conv_id, f->conv_type};
 
+	if (f->has_code && sink->kind->code_is_done && sink->kind->code_is_done(f->sub_code))
+		return;					/* the state asked for holds */
 	for (int k = 0; k < sink->n; k++)
-		if (!sink->st[k].item && zim_same_conv(&sink->convs[k], &c))
+	{
+		ConvStatus *st = &sink->st[sink->convs[k].tag];
+
+		if (!st->item && zim_same_conv(&sink->convs[k], &c))
 		{
-			sink->st[k].item = true;
-			sink->st[k].failure = *f;
+			st->item = true;
+			st->failure = *f;
+			st->failure.conv_id = sink->convs[k].id;
 			return;
 		}
+	}
 }
 
-/* the status of each conversation of one phase of a group */
+/* the status of each conversation of one request of a group */
 static void
-zim_merge_phase(const ZimRequest *reqs, const ZimConv *convs, int n, bool sent,
-				ConvStatus *st)
+zim_merge_request(const ZimJobGroup *g, int phase, const ZimRequest *req,
+				  const ZimConvSpan *span, bool sent, ConvStatus *st)
 {
-	ZimConvTally tally;
-	ItemSink	sink = {convs, n, st};
-	int			chunk = zim_max_convs_per_request;
+	const ZimConvCall *call = &g->calls[phase];
+	const ZimConv *convs = call->convs + span->first;
+	ItemSink	sink = {g->kind, convs, span->n, st};
 
-	for (int k = 0; k < n; k++)
+	for (int k = 0; k < span->n; k++)
 	{
-		st[k].not_sent = !sent;
-		st[k].req = &reqs[k / chunk];
+		st[convs[k].tag].not_sent = !sent;
+		st[convs[k].tag].req = req;
 	}
-	if (n == 0 || !sent)
+	if (!sent)
 		return;
-	ZimConvPinnedFailures(reqs, convs, n, false, false, zim_merge_item, &sink, &tally);
-	for (int k = 0; k < n; k++)
-		if (ZimConvPinnedFailedWhole(st[k].req))
-			st[k].whole = st[k].req;
+	if (ZimConvFailedWhole(g->kind, req))
+	{
+		for (int k = 0; k < span->n; k++)
+			st[convs[k].tag].whole = req;
+		return;
+	}
+	if (req->response.code != 0 && !req->response.has_items)
+	{
+		/* a Code that says the state holds, or that concerns its one conversation */
+		if (g->kind->code_is_item && g->kind->code_is_item(req->response.code))
+			for (int k = 0; k < span->n; k++)
+			{
+				ConvStatus *s = &st[convs[k].tag];
+
+				s->item = true;
+				s->failure = (ZimConvFailure)
+				{
+					convs[k].id, convs[k].type, true, req->response.code, req->response.message
+				};
+			}
+		return;
+	}
+	if (g->kind->items)
+		g->kind->items(call, req, span, false, zim_merge_item, &sink);
 }
 
 /* the failure row of a conversation whose request failed whole */
@@ -274,6 +376,15 @@ zim_job_sat_out(ZimJob *job)
 	}
 }
 
+/* does this answered request carry a Code worth a job's row? */
+static bool
+zim_coded(const ZimConvKind *kind, const ZimRequest *req)
+{
+	int64		code = req->response.code;
+
+	return code != 0 && !(kind->code_is_done && kind->code_is_done(code));
+}
+
 /* one job's verdict, Code, text and failures; *behind: an earlier job waits */
 static void
 zim_job_verdict(const ZimJobGroup *g, int j, ZimJob *job, const ConvStatus *st,
@@ -294,7 +405,7 @@ zim_job_verdict(const ZimJobGroup *g, int j, ZimJob *job, const ConvStatus *st,
 			whole = st[k].whole;
 		if (st[k].whole)
 			transient |= ZimRequestTransient(st[k].whole);
-		else if (!st[k].not_sent && coded == NULL && st[k].req->response.code != 0)
+		else if (!st[k].not_sent && coded == NULL && st[k].req && zim_coded(g->kind, st[k].req))
 			coded = st[k].req;
 		if (!st[k].not_sent && job->n_failures < job->n && (st[k].item || st[k].whole))
 			job->failures[job->n_failures++] =
@@ -326,6 +437,26 @@ zim_job_verdict(const ZimJobGroup *g, int j, ZimJob *job, const ConvStatus *st,
 								job->n_superseded == 1 ? "" : "s", job->superseded_by);
 }
 
+/* count a group's conversations in the statistics of its Action */
+static void
+zim_merge_stats(const ZimJobGroup *g, const ConvStatus *st)
+{
+	int64		changed = 0;
+	int64		failed = 0;
+
+	for (int k = 0; k < g->n_sent; k++)
+	{
+		if (st[k].not_sent)
+			continue;
+		if (st[k].whole || st[k].item)
+			failed++;
+		else
+			changed++;
+	}
+	if (g->kind && g->n_sent > 0)
+		ZimStatsConvs(g->kind->action, changed, failed);
+}
+
 /*
  * Judge every job of a sent group: verdict, Code and text, failures (see
  * the file's comment).
@@ -337,9 +468,11 @@ ZimMergeOutcome(ZimJobBatch *batch, int group)
 	ConvStatus *st = palloc0(sizeof(ConvStatus) * Max(g->n_sent, 1));
 	bool		behind = false;
 
-	zim_merge_phase(batch->unpin_reqs + g->first_unpin_req, g->sent, g->n_unpin, true, st);
-	zim_merge_phase(batch->pin_reqs + g->first_pin_req, g->sent + g->n_unpin,
-					g->n_sent - g->n_unpin, g->pins_sent, st + g->n_unpin);
+	for (int p = 0; p < ZIM_PHASES; p++)
+		for (int r = 0; r < g->n_reqs[p]; r++)
+			zim_merge_request(g, p, &batch->reqs[p][g->first_req[p] + r], &g->spans[p][r],
+							  p == ZIM_PHASE_OFF || g->on_sent, st);
+	zim_merge_stats(g, st);
 	for (int j = g->first_job; j < g->first_job + g->n_jobs; j++)
 	{
 		if (zim_sits_out(&batch->jobs[j]))

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *	  The queue's front: storing a job (zim_conv_pinned_enqueue), the
+ *	  The queue's front: storing a job of any writing Action of the
+ *	  family (zim_conv_pinned_enqueue and its kin), the
  *	  wake-up at commit and at COMMIT PREPARED, and zim_pin_run_jobs().
  *
  * Jobs are rows of zim_pin_job.  A user's jobs take effect in enqueue
@@ -44,6 +45,14 @@
 
 PG_FUNCTION_INFO_V1(zim_conv_pinned_enqueue);
 PG_FUNCTION_INFO_V1(zim_conv_pinned_enqueue_one_type);
+PG_FUNCTION_INFO_V1(zim_silence_conv_notification_enqueue);
+PG_FUNCTION_INFO_V1(zim_silence_conv_notification_enqueue_one_type);
+PG_FUNCTION_INFO_V1(zim_set_conv_mark_enqueue);
+PG_FUNCTION_INFO_V1(zim_set_conv_mark_enqueue_one_type);
+PG_FUNCTION_INFO_V1(zim_delete_conv_enqueue);
+PG_FUNCTION_INFO_V1(zim_delete_conv_enqueue_one_type);
+PG_FUNCTION_INFO_V1(zim_clear_conversation_unread_enqueue);
+PG_FUNCTION_INFO_V1(zim_clear_conversation_unread_enqueue_one_type);
 PG_FUNCTION_INFO_V1(zim_pin_run_jobs);
 
 /* users, and jobs, claimed at once */
@@ -169,25 +178,28 @@ zim_remember_own_job(int64 job_id)
  * The saved plan of the INSERT of a job, and the table it inserts into.
  * Prepared once per backend; a DDL change of the table makes the plan
  * cache replan it; a new table (the extension dropped and created again)
- * makes it be prepared anew.  Saves a parse, a plan and a catalog query
- * per job.
+ * or 1.4's columns appearing (ALTER EXTENSION zim_pin UPDATE) makes it be
+ * prepared anew.  Saves a parse, a plan and a catalog query per job.
  */
 static SPIPlanPtr enqueue_plan = NULL;
 static Oid	enqueue_relid = InvalidOid;
+static bool enqueue_any_action = false;
 
 /* the INSERT of a job, prepared for the extension's table now; SPI is connected */
 static SPIPlanPtr
-zim_enqueue_plan(void)
+zim_enqueue_plan(bool *any_action)
 {
-	static Oid	argtypes[4] = {TEXTOID, TEXTARRAYOID, INT4ARRAYOID, BOOLOID};
+	static Oid	argtypes[8] = {TEXTOID, TEXTARRAYOID, INT4ARRAYOID, TEXTOID,
+	BOOLOID, BOOLOID, INT4OID, BOOLOID};
 	const char *schema;
 	char	   *name;
 	SPIPlanPtr	plan;
 	Oid			nsp;
 	Oid			relid;
 
+	*any_action = ZimJobsAnyAction();
 	/* the table of the saved plan is still there (a syscache lookup) */
-	if (enqueue_plan != NULL &&
+	if (enqueue_plan != NULL && enqueue_any_action == *any_action &&
 		(name = get_rel_name(enqueue_relid)) != NULL && strcmp(name, "zim_pin_job") == 0)
 		return enqueue_plan;
 
@@ -198,9 +210,15 @@ zim_enqueue_plan(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"zim_pin\" is not installed in this database")));
 	schema = quote_identifier(get_namespace_name(nsp));
-	plan = SPI_prepare(psprintf("INSERT INTO %s.zim_pin_job (from_user_id, conv_ids, conv_types, pinned)"
-								" VALUES ($1, $2, $3, $4) RETURNING job_id", schema),
-					   4, argtypes);
+	if (*any_action)
+		plan = SPI_prepare(psprintf("INSERT INTO %s.zim_pin_job (from_user_id, conv_ids, conv_types,"
+									" action, pinned, silenced, mark, marked)"
+									" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING job_id", schema),
+						   8, argtypes);
+	else
+		plan = SPI_prepare(psprintf("INSERT INTO %s.zim_pin_job (from_user_id, conv_ids, conv_types, pinned)"
+									" VALUES ($1, $2, $3, $5) RETURNING job_id", schema),
+						   8, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the zim_pin job insert: %s",
 			 SPI_result_code_string(SPI_result));
@@ -210,34 +228,54 @@ zim_enqueue_plan(void)
 		SPI_freeplan(enqueue_plan);
 	enqueue_plan = plan;
 	enqueue_relid = relid;
+	enqueue_any_action = *any_action;
 	return plan;
 }
 
 /*
- * Store one job in the caller's transaction; returns its id.
+ * Store one job of kind's Action in the caller's transaction; returns its
+ * id.  The job's intent goes in its Action's column (pinned, silenced, or
+ * mark and marked), the others are NULL.
  */
 static int64
-zim_job_enqueue(const char *from_user_id, const ZimConv *convs, int n, bool pinned)
+zim_job_enqueue(const ZimConvKind *kind, const ZimConvCall *call)
 {
-	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
-	Datum	   *types = palloc(sizeof(Datum) * Max(n, 1));
-	Datum		args[4];
+	Datum	   *ids = palloc(sizeof(Datum) * Max(call->n, 1));
+	Datum	   *types = palloc(sizeof(Datum) * Max(call->n, 1));
+	Datum		args[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', 'n', 'n', 'n', 'n'};
+	bool		any_action;
+	SPIPlanPtr	plan;
 	bool		isnull;
 	int64		job_id;
 	int			rc;
 
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < call->n; i++)
 	{
-		ids[i] = CStringGetTextDatum(convs[i].id);
-		types[i] = Int32GetDatum(convs[i].type);
+		ids[i] = CStringGetTextDatum(call->convs[i].id);
+		types[i] = Int32GetDatum(call->convs[i].type);
 	}
-	args[0] = CStringGetTextDatum(from_user_id);
-	args[1] = ZimJobsArray(ids, NULL, n, TEXTOID);
-	args[2] = ZimJobsArray(types, NULL, n, INT4OID);
-	args[3] = BoolGetDatum(pinned);
+	args[0] = CStringGetTextDatum(call->from_user_id);
+	args[1] = ZimJobsArray(ids, NULL, call->n, TEXTOID);
+	args[2] = ZimJobsArray(types, NULL, call->n, INT4OID);
+	args[3] = CStringGetTextDatum(kind->action);
+	args[4] = args[5] = args[7] = BoolGetDatum(call->on);
+	args[6] = Int32GetDatum(call->mark);
+	if (kind == &ZimConvPinnedKind)
+		nulls[4] = ' ';
+	else if (kind == &ZimSilenceKind)
+		nulls[5] = ' ';
+	else if (kind == &ZimMarkKind)
+		nulls[6] = nulls[7] = ' ';
 
 	SPI_connect();
-	rc = SPI_execute_plan(zim_enqueue_plan(), args, NULL, false, 1);
+	plan = zim_enqueue_plan(&any_action);
+	if (!any_action && kind != &ZimConvPinnedKind)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the zim_pin queue of this database cannot hold %s jobs yet", kind->action),
+				 errhint("Run ALTER EXTENSION zim_pin UPDATE.")));
+	rc = SPI_execute_plan(plan, args, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not store the zim_pin job: %s", SPI_result_code_string(rc));
 	job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -254,36 +292,79 @@ zim_job_enqueue(const char *from_user_id, const ZimConv *convs, int n, bool pinn
 	return job_id;
 }
 
+/* an enqueue function: its arguments checked as its synchronous form checks them */
 static Datum
-zim_enqueue_common(FunctionCallInfo fcinfo, bool one_type)
+zim_enqueue_common(FunctionCallInfo fcinfo, const ZimConvKind *kind, bool one_type)
 {
-	char	   *from_user_id;
-	ZimConv    *convs;
-	bool		pinned;
-	int			n;
+	ZimConvCall call;
 
-	n = ZimConvPinnedReadArgs(fcinfo, one_type, &from_user_id, &convs, &pinned);
-	PG_RETURN_INT64(zim_job_enqueue(from_user_id, convs, n, pinned));
+	(void) ZimConvReadCall(fcinfo, kind, one_type, &call);
+	PG_RETURN_INT64(zim_job_enqueue(kind, &call));
 }
 
 /*
- * zim_conv_pinned_enqueue(from_user_id text, conv_ids text[],
- *						   conv_types int[], pinned boolean) returns bigint
+ * <name>_enqueue(from_user_id text, conv_ids text[], conv_types int[] |
+ *				  conv_type int, <the Action's own arguments>) returns bigint,
+ * for each writing function of the family
  */
 Datum
 zim_conv_pinned_enqueue(PG_FUNCTION_ARGS)
 {
-	return zim_enqueue_common(fcinfo, false);
+	return zim_enqueue_common(fcinfo, &ZimConvPinnedKind, false);
 }
 
-/*
- * zim_conv_pinned_enqueue(from_user_id text, conv_ids text[],
- *						   conv_type int, pinned boolean) returns bigint
- */
 Datum
 zim_conv_pinned_enqueue_one_type(PG_FUNCTION_ARGS)
 {
-	return zim_enqueue_common(fcinfo, true);
+	return zim_enqueue_common(fcinfo, &ZimConvPinnedKind, true);
+}
+
+Datum
+zim_silence_conv_notification_enqueue(PG_FUNCTION_ARGS)
+{
+	return zim_enqueue_common(fcinfo, &ZimSilenceKind, false);
+}
+
+Datum
+zim_silence_conv_notification_enqueue_one_type(PG_FUNCTION_ARGS)
+{
+	return zim_enqueue_common(fcinfo, &ZimSilenceKind, true);
+}
+
+Datum
+zim_set_conv_mark_enqueue(PG_FUNCTION_ARGS)
+{
+	return zim_enqueue_common(fcinfo, &ZimMarkKind, false);
+}
+
+Datum
+zim_set_conv_mark_enqueue_one_type(PG_FUNCTION_ARGS)
+{
+	return zim_enqueue_common(fcinfo, &ZimMarkKind, true);
+}
+
+Datum
+zim_delete_conv_enqueue(PG_FUNCTION_ARGS)
+{
+	return zim_enqueue_common(fcinfo, &ZimDeleteKind, false);
+}
+
+Datum
+zim_delete_conv_enqueue_one_type(PG_FUNCTION_ARGS)
+{
+	return zim_enqueue_common(fcinfo, &ZimDeleteKind, true);
+}
+
+Datum
+zim_clear_conversation_unread_enqueue(PG_FUNCTION_ARGS)
+{
+	return zim_enqueue_common(fcinfo, &ZimClearUnreadKind, false);
+}
+
+Datum
+zim_clear_conversation_unread_enqueue_one_type(PG_FUNCTION_ARGS)
+{
+	return zim_enqueue_common(fcinfo, &ZimClearUnreadKind, true);
 }
 
 /*

@@ -14,7 +14,7 @@
  *					zim_pin_run_jobs()
  *	 jobs.c			the job table as a runner sees it: claim by user, send,
  *					record, renew leases, prune
- *	 merge.c		a user's consecutive jobs as the fewest ConvPinned
+ *	 merge.c		a user's consecutive jobs of one Action as the fewest
  *					requests, and each job's outcome from their answers
  *	 conv_pinned.c	ConvPinned: arguments, bodies, chunks, ErrorList, what
  *					each request did to its conversations, result rows,
@@ -57,8 +57,12 @@
  *	 answer		the JSON body ZIM sends back, with its Code
  *	 chunk		the conversations one ConvPinned request carries, at most
  *				zim_pin.max_convs_per_request
- *	 job		one row of zim_pin_job: a stored ConvPinned call, sent after
- *				its transaction commits, as one or more requests
+ *	 job		one row of zim_pin_job: a stored call of a writing Action
+ *				(ConvPinned, SilenceConvNotification, SetConvMark, DeleteConv,
+ *				ClearConversationUnread), sent after its transaction
+ *				commits, as one or more requests
+ *	 group		one user's consecutive jobs of one Action in a batch, sent
+ *				merged
  *	 batch		the jobs one runner claims and sends together
  *	 runner		what sends jobs: the worker, or a zim_pin_run_jobs() call
  *
@@ -348,6 +352,7 @@ typedef enum ZimFailure
 
 typedef struct ZimRequest
 {
+	const char *action;			/* in: its Action, or NULL for the call's */
 	const char *body;			/* in: the JSON body, UTF-8; NULL: a GET */
 	const char *query;			/* in: parameters after the signed ones, encoded */
 	ZimRequestState state;
@@ -381,6 +386,8 @@ typedef struct ZimConv
 {
 	char	   *id;
 	int32		type;
+	int32		mark;			/* SetConvMark: its mark (0 for other Actions) */
+	int			tag;			/* the caller's: a kind's build carries it along */
 } ZimConv;
 
 /* a conversation a request did not bring to the state asked for */
@@ -418,20 +425,25 @@ typedef struct ZimConvSpan
  * conversations (may be NULL); n_requests and build split the call into
  * requests, filling each request's body (or query, with a NULL body, for
  * a GET) in UTF-8 and its span; items hands fn each conversation that an
- * answered request names as failed (may be NULL); code_is_item says that a
- * whole request's Code concerns only its one conversation (its row, not an
+ * answered request names as failed (may be NULL; strict: a malformed entry
+ * raises ZP005, else it is skipped); code_is_item says that a whole
+ * request's Code concerns only its one conversation (its row, not an
  * ERROR); code_is_done that the state asked for already holds (no row).
+ * per_request is how many conversations one request holds at most (0:
+ * zim_pin.max_convs_per_request), for the queue's estimates.
  */
 typedef struct ZimConvKind
 {
 	const char *action;
 	const char *const *arg_names;	/* of the arguments after the conversations */
 	int			n_args;
+	int			per_request;
 	void		(*read_args) (FunctionCallInfo fcinfo, ZimConvCall *call);
 	int			(*n_requests) (const ZimConvCall *call);
 	void		(*build) (ZimConvCall *call, ZimRequest *reqs, ZimConvSpan *spans);
 	void		(*items) (const ZimConvCall *call, const ZimRequest *req,
-						  const ZimConvSpan *span, ZimConvFailureFn fn, void *arg);
+						  const ZimConvSpan *span, bool strict,
+						  ZimConvFailureFn fn, void *arg);
 	bool		(*code_is_item) (int64 code);
 	bool		(*code_is_done) (int64 code);
 } ZimConvKind;
@@ -470,6 +482,16 @@ extern void ZimConvPages(ZimConvPager *pager, const char *head, const char *tail
 extern void ZimConvBadAnswer(const char *action, const char *what);
 extern bool ZimConvMsToTimestamp(int64 ms, TimestampTz *ts);
 extern Datum ZimConvFamilyCall(FunctionCallInfo fcinfo, const ZimConvKind *kind, bool one_type);
+extern int	ZimConvReadCall(FunctionCallInfo fcinfo, const ZimConvKind *kind, bool one_type,
+							ZimConvCall *call);
+extern bool ZimConvFailedWhole(const ZimConvKind *kind, const ZimRequest *req);
+
+/* each Action's kind, in its own file */
+extern PGDLLIMPORT const ZimConvKind ZimConvPinnedKind;
+extern PGDLLIMPORT const ZimConvKind ZimSilenceKind;
+extern PGDLLIMPORT const ZimConvKind ZimMarkKind;
+extern PGDLLIMPORT const ZimConvKind ZimDeleteKind;
+extern PGDLLIMPORT const ZimConvKind ZimClearUnreadKind;
 
 /* ---- conv_pinned.c ---- */
 
@@ -489,7 +511,6 @@ extern int	ZimConvPinnedRequestCount(int n_convs);
 extern void ZimConvPinnedRequests(const char *from_user_id, const ZimConv *convs,
 								  int n_convs, bool pinned, ZimRequest *reqs);
 extern void ZimConvPinnedTally(const ZimRequest *reqs, int n_convs, ZimConvTally *tally);
-extern bool ZimConvPinnedFailedWhole(const ZimRequest *req);
 extern void ZimConvPinnedFailures(const ZimRequest *reqs, const ZimConv *convs,
 								  int n_convs, bool strict, bool whole_too,
 								  ZimConvFailureFn fn, void *arg, ZimConvTally *tally);
@@ -512,7 +533,9 @@ typedef struct ZimJob
 	char	   *from_user_id;
 	ZimConv    *convs;
 	int			n;
-	bool		pinned;
+	const ZimConvKind *kind;	/* its Action's; NULL: not one the queue sends */
+	bool		on;				/* the state asked for: pinned, silenced, marked */
+	int32		mark;			/* SetConvMark's */
 	int			attempts;		/* counting this one */
 	bool		exhausted;		/* attempts used up by runners that died */
 	const char *poison;			/* why it cannot be sent at all, or NULL */
@@ -529,23 +552,34 @@ typedef struct ZimJob
 } ZimJob;
 
 /*
- * One user's consecutive jobs, sent merged: per conversation only the last
- * job's intent goes out, unpins before pins.
+ * A group's requests go in two phases: first the "off" intents (unpin,
+ * unmute, cancel a mark), then the "on" ones (pin, mute, set a mark,
+ * delete, clear), so that an "off" frees a slot under a per-user cap
+ * before an "on" needs it.
+ */
+#define ZIM_PHASE_OFF	0
+#define ZIM_PHASE_ON	1
+#define ZIM_PHASES		2
+
+/*
+ * One user's consecutive jobs of one Action, sent merged: per conversation
+ * (and mark) only the last job's intent goes out.
  */
 typedef struct ZimJobGroup
 {
 	int			first_job;		/* its jobs in the batch's array, in order */
 	int			n_jobs;
-	ZimConv    *sent;			/* the conversations sent: unpins, then pins */
+	const ZimConvKind *kind;	/* the Action of its jobs; NULL: none is sent */
+	ZimConv    *sent;			/* the conversations sent, "off" first; tag: index */
 	int		   *owner;			/* the job (batch index) each one is sent for */
 	int			n_sent;
-	int			n_unpin;
-	int			first_unpin_req;	/* in the batch's unpin_reqs */
-	int			n_unpin_reqs;
-	int			first_pin_req;	/* in the batch's pin_reqs */
-	int			n_pin_reqs;
-	bool		pins_sent;		/* false: its unpins failed transiently */
-	/* its requests in order, unpins then pins: how many went, and go next */
+	int			n_off;
+	ZimConvCall calls[ZIM_PHASES];	/* each phase's conversations, as built */
+	ZimConvSpan *spans[ZIM_PHASES];
+	int			first_req[ZIM_PHASES];	/* in the batch's reqs[phase] */
+	int			n_reqs[ZIM_PHASES];
+	bool		on_sent;		/* false: its "off" requests failed transiently */
+	/* its requests in order, "off" then "on": how many went, and go next */
 	int			n_reqs_done;
 	int			send_to;
 } ZimJobGroup;
@@ -555,18 +589,20 @@ typedef struct ZimJobBatch
 {
 	MemoryContext cxt;			/* holds the batch; outlives SPI and commits */
 	const char *schema;			/* the extension's schema, quoted */
+	bool		any_action;		/* its zim_pin_job has 1.4's action column */
 	ZimJob	   *jobs;
 	int			n_jobs;
 	ZimJobGroup *groups;
 	int			n_groups;
-	ZimRequest *unpin_reqs;		/* sent first */
-	int			n_unpin_reqs;
-	ZimRequest *pin_reqs;		/* sent once a group's unpins went through */
-	int			n_pin_reqs;
+	ZimRequest *reqs[ZIM_PHASES];	/* every group's requests of each phase */
+	int			n_reqs[ZIM_PHASES];
 	TimestampTz lease;			/* claimed_until of every job held: the claim's token */
 	TimestampTz renewed;		/* the lease a renewal wrote, once it commits */
 } ZimJobBatch;
 
+extern const ZimConvKind *ZimMergeKind(const char *action);
+extern int	ZimMergePerRequest(const ZimConvKind *kind);
+extern int	ZimMergeGroupRequests(const ZimJobGroup *g);
 extern void ZimMergeBuild(ZimJobBatch *batch);
 extern void ZimMergeOutcome(ZimJobBatch *batch, int group);
 
@@ -592,6 +628,7 @@ extern void ZimQueueInstallHooks(void);
 #define ZIM_SQL_MINUS	"OPERATOR(pg_catalog.-)"
 
 extern const char *ZimJobsSchema(void);
+extern bool ZimJobsAnyAction(void);
 extern Oid	ZimJobsNamespace(void);
 extern Datum ZimJobsArray(Datum *elems, bool *nulls, int n, Oid type);
 extern int	ZimJobsClaim(int max_heads, int max_jobs, const int64 *own, int n_own,
