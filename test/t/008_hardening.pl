@@ -149,6 +149,7 @@ is(vq('victim2', q{SELECT count(*) FROM public.captured}), '0',
 # zim_pin_backlog_by_action, zim_pin_failure's new columns and
 # zim_pin_retry_failed replaying a failed job of each Action.
 $node->safe_psql('postgres', q{SELECT double('Seed', '{"Groups": {"g1": ["h_b", "h_d"]}}')});
+ok(wait_done('victim2', 1), 'the replayed job was sent (it failed again)');
 my $actions_sql = q{
 	SELECT zim_silence_conv_notification_enqueue('USER', ARRAY['h_c'], 0, true);
 	SELECT zim_silence_conv_notification_enqueue('USER', ARRAY['g1'], ARRAY[2], true);
