@@ -151,7 +151,7 @@ sub use_everything
 	is($node->safe_psql($db, q{SELECT string_agg(action || ':' || pending || ':' || pending_requests || ':' || (oldest_pending_age > interval '0')
 			|| ':' || (expected_drain_time > interval '0'), ',' ORDER BY action) FROM zim_pin_backlog_by_action;
 		SELECT pending, pending_requests FROM zim_pin_backlog}),
-		"ClearConversationUnread:2:2:t:t,DeleteConv:2:2:t:t,SetConvMark:2:2:t:t,SilenceConvNotification:2:2:t:t\n8|8",
+		"ClearConversationUnread:2:2:true:true,DeleteConv:2:2:true:true,SetConvMark:2:2:true:true,SilenceConvNotification:2:2:true:true\n8|8",
 		"$db: zim_pin_backlog_by_action as a superuser, two jobs of each new Action pending");
 	for (1 .. 30)
 	{
