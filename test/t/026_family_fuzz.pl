@@ -21,7 +21,7 @@ my $node = zim_node('ffuzz', conf => <<'CONF');
 zim_pin.timeout_ms = 1500
 zim_pin.worker_database = 'postgres'
 zim_pin.job_max_attempts = 3
-zim_pin.max_retries = 1
+zim_pin.max_retries = 0
 CONF
 $node->safe_psql('postgres', q{SELECT double('Reset')});
 is($node->safe_psql('postgres', q{SELECT register('p1', 'p2')}), '0', 'users registered');
@@ -147,8 +147,8 @@ cmp_ok($node->safe_psql('postgres', q{SELECT count(DISTINCT state) FROM fuzz}), 
 # gets the case's answer (a fault matched on the user id): valid, hostile
 # by hand, or mutated.  In "postgres" the worker sends them, in "fuzzr"
 # zim_pin_run_jobs.  A transient outcome is retried against the double's
-# own answer, at most zim_pin.job_max_attempts (3) attempts of at most
-# 1 + zim_pin.max_retries (2) requests each.
+# own answer, at most zim_pin.job_max_attempts (3) attempts of one request
+# each (zim_pin.max_retries is 0).
 my %queued = (
 	SilenceConvNotification => q{zim_silence_conv_notification_enqueue('USER', ARRAY['g1', 'g2'], 2, true)},
 	SetConvMark => q{zim_set_conv_mark_enqueue('USER', ARRAY['g1', 'p2'], ARRAY[2, 0], 3, true)},
@@ -167,17 +167,20 @@ for my $db ('postgres', 'fuzzr')
 	{
 		my ($call, @answers) = @{ $actions{$action} };
 		my $first = $users + 1;
-		my @cases = map { [ $_, $answers[$_] ] } 0 .. $#answers;
-		push @cases, map { [ scalar(@answers) + $_ - 1, undef ] } 1 .. $n_queue;
+		my @cases = map { [ $_, $answers[$_], 1 ] } 0 .. $#answers;
+		push @cases, map { [ scalar(@answers) + $_ - 1, undef, 1 ] } 1 .. $n_queue;
+		# case -1: "try again", so the job waits for a retry
+		my $list = $action eq 'SetConvMark' ? ',"FailList":[]' : $action eq 'SilenceConvNotification' ? ',"ErrorList":[]' : '';
+		push @cases, [ -1, qq({"Code":660000001,"Message":"try again","RequestId":"r"$list}), 1 ];
 		for my $case (@cases)
 		{
-			my ($i, $answer) = @$case;
+			my ($i, $answer, $count) = @$case;
 			my $user = 'fq' . ++$users . 'x';
 			# the answers name p1 as the user: name this case's user
 			my @valid = map { s/"p1"/"$user"/gr } @answers[ 0 .. 1 ];
 			$answer = defined $answer ? $answer =~ s/"p1"/"$user"/gr : mutate($valid[ int(rand(@valid)) ]);
 			my $b64 = encode_base64($answer, '');
-			$faults .= "SELECT double('Fault', jsonb_build_object('Fault', 'body', 'Action', '$action', 'Match', '$user', 'Body', '$b64', 'Base64', true));\n";
+			$faults .= "SELECT double('Fault', jsonb_build_object('Fault', 'body', 'Count', $count, 'Action', '$action', 'Match', '$user', 'Body', '$b64', 'Base64', true));\n";
 			$jobs_sql{$db} .= "INSERT INTO fuzzq VALUES ('$user', '$action', $i); SELECT " . ($queued{$action} =~ s/USER/$user/r) . ";\n";
 		}
 	}
@@ -230,26 +233,31 @@ for my $db ('postgres', 'fuzzr')
 	is($node->safe_psql($db, q{SELECT string_agg(q.action || ' ' || q.i || ' ' || j.state || ' ' || j.attempts || ' '
 			|| coalesce((SELECT string_agg(f.conv_id || ':' || f.sub_code, ',' ORDER BY f.conv_id) FROM zim_pin_job_failure f WHERE f.job_id = j.job_id), '-'),
 			', ' ORDER BY q.action, q.i)
-		FROM fuzzq q JOIN zim_pin_job j ON j.from_user_id = q.usr WHERE q.i < 2}),
+		FROM fuzzq q JOIN zim_pin_job j ON j.from_user_id = q.usr WHERE q.i IN (0, 1)}),
 		'ClearConversationUnread 0 done 1 -, ClearConversationUnread 1 done 1 g1:660800002, '
 		. 'DeleteConv 0 done 1 -, DeleteConv 1 done 1 g1:660800002, '
 		. 'SetConvMark 0 done 1 g1:1, SetConvMark 1 done 1 g1:1,p2:1, '
 		. 'SilenceConvNotification 0 done 1 g2:660600001, SilenceConvNotification 1 done 1 g2:660600001',
 		"$who: the valid answers are read as the synchronous calls read them");
+	is($node->safe_psql($db, q{SELECT string_agg(q.action || ' ' || j.state || ' ' || j.attempts, ', ' ORDER BY q.action)
+		FROM fuzzq q JOIN zim_pin_job j ON j.from_user_id = q.usr WHERE q.i = -1}),
+		'ClearConversationUnread done 2, DeleteConv done 2, SetConvMark done 2, SilenceConvNotification done 2',
+		"$who: a job whose first attempt was answered \"try again\" waited for a retry, then was done");
 	note $node->safe_psql($db, q{SELECT string_agg(action || ' ' || state || ': ' || n, ', ') FROM
 		(SELECT j.action, j.state, count(*) n FROM zim_pin_job j JOIN fuzzq q ON q.usr = j.from_user_id GROUP BY 1, 2 ORDER BY 1, 2) s});
 }
 is($node->safe_psql('postgres', q{SELECT count(*) FROM (SELECT r->>'User', count(*) FROM jsonb_array_elements(double('State')->'Requests') r
-	WHERE r->>'User' ~ '^fq[0-9]+x$' GROUP BY 1 HAVING count(*) > 6) s}),
-	'0', 'no job was sent more than 3 attempts of 2 requests');
+	WHERE r->>'User' ~ '^fq[0-9]+x$' GROUP BY 1 HAVING count(*) > 3) s}),
+	'0', 'no job was sent more than 3 times (zim_pin.job_max_attempts)');
 ok(!$node->log_contains(qr/background worker "zim_pin worker" \(PID \d+\) exited with exit code [1-9]/),
 	'the worker never exited with an error');
 
-# a normal job of each Action still goes through, in both
-$node->safe_psql('postgres', q{SELECT double('Fault', '{"Fault": "clear"}')});
+# a normal job of each Action still goes through, in both (of users of
+# their own: p1 keeps no conversation)
+$node->safe_psql('postgres', q{SELECT double('Fault', '{"Fault": "clear"}'); SELECT register('fn1', 'fn2')});
 for my $db ('postgres', 'fuzzr')
 {
-	my ($u, $peer) = $db eq 'postgres' ? ('p1', 'p2') : ('p2', 'p1');
+	my ($u, $peer) = $db eq 'postgres' ? ('fn1', 'fn2') : ('fn2', 'fn1');
 	my $last = $node->safe_psql($db, q{SELECT max(job_id) FROM zim_pin_job});
 	$node->safe_psql($db, qq{
 		SELECT zim_silence_conv_notification_enqueue('$u', ARRAY['$peer'], 0, true);
