@@ -96,6 +96,16 @@ is(state_of('l_a', q{(SELECT m->'Marks' FROM jsonb_array_elements(s->'Marks') m 
 	'[30]', '... über carries mark 30');
 u8(q{SELECT double('Config', '{"AsciiJson": true}')});
 
+# a FailList naming café in raw UTF-8, its message in a script LATIN1
+# cannot hold: the failure row is café's, the message with "?"
+u8(q{SELECT double('Fault', '{"Fault": "body", "Action": "SetConvMark", "Body": "{\"Code\": 0, \"Message\": \"success\", \"RequestId\": \"r\", \"FailList\": [{\"UserId\": \"l_a\", \"SubCode\": 0, \"FailList\": [{\"ConvId\": \"café\", \"ConvType\": 2, \"Code\": 1, \"Message\": \"标记 é\"}]}]}"}')});
+$last = lat1(q{SELECT max(job_id) FROM zim_pin_job});
+lat1(q{SELECT zim_set_conv_mark_enqueue('l_a', ARRAY['café', 'über'], 2, 12, true)});
+wait_done('a mark job with a failure entry in raw UTF-8 finished');
+is(lat1(qq{SELECT j.state || ' ' || f.conv_id || ' ' || f.conv_type || ' ' || f.sub_code || ' ' || f.sub_message
+	FROM zim_pin_job j JOIN zim_pin_job_failure f USING (job_id) WHERE job_id > $last}),
+	'done café 2 1 ?? é', '... done, with café\'s failure row, and what LATIN1 cannot hold as "?"');
+
 # --- measured in UTF-8: 17 "é" are 17 bytes here, 34 on the wire ---------------------
 my $long = q{repeat(convert_from('\xe9'::bytea, 'LATIN1'), 17)};
 my $longest = q{repeat(convert_from('\xe9'::bytea, 'LATIN1'), 16)};
