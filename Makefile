@@ -14,7 +14,7 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl libcrypto)
 
 # pg_regress on a throwaway, preloaded cluster (see test/run-tests).  The
 # double must be running and test/tmp/regress.conf written first.
-REGRESS = setup signature settings input privileges conv_pinned family family_read api faults errors queue merge operations
+REGRESS = setup signature settings input privileges conv_pinned family family_read api faults errors queue queue_family merge operations
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/tmp/regress.conf
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)

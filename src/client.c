@@ -217,6 +217,30 @@ zim_start_attempt(const char *action, ZimRequest *req, ZimMonoTime now)
 	req->attempts++;
 }
 
+/* the send times one Action of a call waits for, while others are in it */
+#define ZIM_MAX_AHEAD			4
+#define ZIM_MAX_ACTIONS_A_CALL	8
+
+typedef struct ActionLoad
+{
+	const char *action;			/* compared as a pointer: a kind's name */
+	int			ahead;			/* its requests SCHEDULED */
+} ActionLoad;
+
+/* the count of action in loads, added if new (NULL if loads is full) */
+static int *
+zim_load(ActionLoad *loads, int *n_loads, const char *action)
+{
+	for (int i = 0; i < *n_loads; i++)
+		if (loads[i].action == action)
+			return &loads[i].ahead;
+	if (*n_loads == ZIM_MAX_ACTIONS_A_CALL)
+		return NULL;
+	loads[*n_loads].action = action;
+	loads[*n_loads].ahead = 0;
+	return &loads[(*n_loads)++].ahead;
+}
+
 /*
  * One pass of the scheduler: give send times, start what is due.  Sets
  * *wake to the next time something is due and *wake_event to why; returns
@@ -229,35 +253,56 @@ zim_schedule(const char *action, ZimRequest *reqs, int n, ZimMonoTime *wake,
 	ZimMonoTime now = ZimRateNow();
 	int			busy = 0;
 	bool		pending = false;
+	ActionLoad	loads[ZIM_MAX_ACTIONS_A_CALL];
+	int			n_loads = 0;
 
 	*wake = PG_INT64_MAX;
 	*wake_event = ZIM_WAIT_RATE_LIMIT;
 
 	for (int i = 0; i < n; i++)
+	{
+		int		   *ahead = zim_load(loads, &n_loads, zim_req_action(action, &reqs[i]));
+
 		if (reqs[i].state == ZIM_REQ_SCHEDULED || reqs[i].state == ZIM_REQ_RUNNING)
 			busy++;
+		if (reqs[i].state == ZIM_REQ_SCHEDULED && ahead)
+			(*ahead)++;
+	}
 
 	for (int i = 0; i < n; i++)
 	{
 		ZimRequest *req = &reqs[i];
 		const char *act = zim_req_action(action, req);
+		int		   *ahead = zim_load(loads, &n_loads, act);
 
 		if (req->state == ZIM_REQ_BACKOFF && req->at <= now)
 			req->state = ZIM_REQ_READY;
 
-		/* give a send time to ready requests, as many as may run at once */
-		if (req->state == ZIM_REQ_READY && busy < ZIM_MAX_TRANSFERS)
+		/*
+		 * Give a send time to ready requests, as many as may run at once.
+		 * With several Actions, each waits for at most ZIM_MAX_AHEAD send
+		 * times at a time, so that one Action's far-off send times do not
+		 * take every transfer while the others could go now.
+		 */
+		if (req->state == ZIM_REQ_READY && busy < ZIM_MAX_TRANSFERS &&
+			(n_loads <= 1 || ahead == NULL || *ahead < ZIM_MAX_AHEAD))
 		{
 			req->at = req->reserved_at = ZimRateReserve(act, now);
 			req->state = ZIM_REQ_SCHEDULED;
 			if (req->at > now)
 				ZimStatsThrottled(act, (double) (req->at - now) / 1000.0);
 			busy++;
+			if (ahead)
+				(*ahead)++;
 		}
 
 		if (req->state == ZIM_REQ_SCHEDULED && req->at <= now &&
 			ZimRateGate(act, now, req->reserved_at, &req->at))
+		{
 			zim_start_attempt(act, req, now);
+			if (ahead)
+				(*ahead)--;
+		}
 
 		if ((req->state == ZIM_REQ_SCHEDULED || req->state == ZIM_REQ_BACKOFF) &&
 			req->at < *wake)

@@ -910,31 +910,33 @@ zim_rows_exec(const ZimJobBatch *batch, const char *sql, Rows *rows)
 static void
 zim_mark_lost(ZimJobBatch *batch, int from, int to, ZimJobVerdict verdict, bool unsent)
 {
-	for (int j = batch->groups[from].first_job;
-		 to > from && j < batch->groups[to - 1].first_job + batch->groups[to - 1].n_jobs; j++)
-	{
-		ZimJob	   *job = &batch->jobs[j];
-		bool		kept = false;
-
-		if (job->lost || job->verdict != verdict)
-			continue;
-		for (uint64 r = 0; r < SPI_processed && !kept; r++)
+	for (int i = from; i < to; i++)
+		for (int j = batch->groups[i].first_job;
+			 j < batch->groups[i].first_job + batch->groups[i].n_jobs; j++)
 		{
-			bool		isnull;
+			ZimJob	   *job = &batch->jobs[j];
+			bool		kept = false;
 
-			kept = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
-											   1, &isnull)) == job->job_id;
+			if (job->lost || job->verdict != verdict)
+				continue;
+			for (uint64 r = 0; r < SPI_processed && !kept; r++)
+			{
+				bool		isnull;
+
+				kept = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+												   1, &isnull)) == job->job_id;
+			}
+			if (kept)
+				continue;
+			job->lost = true;
+			/* of a group that spans chunks, a job may have gone out already */
+			ereport(LOG,
+					(errmsg(unsent && !ZimMergeJobSent(batch, i, j)
+							? "zim_pin job " INT64_FORMAT " was given up unsent: its lease ran out and another runner took it"
+							: "zim_pin job " INT64_FORMAT " was not recorded: its lease ran out and another runner took it",
+							job->job_id),
+					 errhint("Consider a longer zim_pin.job_lease.")));
 		}
-		if (kept)
-			continue;
-		job->lost = true;
-		ereport(LOG,
-				(errmsg(unsent
-						? "zim_pin job " INT64_FORMAT " was given up unsent: its lease ran out and another runner took it"
-						: "zim_pin job " INT64_FORMAT " was not recorded: its lease ran out and another runner took it",
-						job->job_id),
-				 errhint("Consider a longer zim_pin.job_lease.")));
-	}
 }
 
 /* the finished jobs of groups [from, to): their state, then their failure rows */

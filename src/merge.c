@@ -75,6 +75,31 @@ ZimMergeGroupRequests(const ZimJobGroup *g)
 	return g->n_reqs[ZIM_PHASE_OFF] + g->n_reqs[ZIM_PHASE_ON];
 }
 
+/*
+ * Has a request of a group that carries a conversation job j (a batch
+ * index) owns gone out?  Its requests go in order, "off" then "on", up to
+ * n_reqs_done; the "on" ones only if on_sent.
+ */
+bool
+ZimMergeJobSent(const ZimJobBatch *batch, int group, int j)
+{
+	const ZimJobGroup *g = &batch->groups[group];
+
+	for (int p = 0; p < ZIM_PHASES; p++)
+		for (int r = 0; r < g->n_reqs[p]; r++)
+		{
+			int			index = p == ZIM_PHASE_OFF ? r : g->n_reqs[ZIM_PHASE_OFF] + r;
+			const ZimConvSpan *span = &g->spans[p][r];
+
+			if (index >= g->n_reqs_done || (p == ZIM_PHASE_ON && !g->on_sent))
+				continue;
+			for (int k = span->first; k < span->first + span->n; k++)
+				if (g->owner[g->calls[p].convs[k].tag] == j)
+					return true;
+		}
+	return false;
+}
+
 /* one conversation named by one job of a group */
 typedef struct ConvRef
 {

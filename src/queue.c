@@ -197,11 +197,14 @@ zim_enqueue_plan(bool *any_action)
 	Oid			nsp;
 	Oid			relid;
 
-	*any_action = ZimJobsAnyAction();
-	/* the table of the saved plan is still there (a syscache lookup) */
-	if (enqueue_plan != NULL && enqueue_any_action == *any_action &&
+	/* the table of the saved plan is still there, as it was (syscache lookups) */
+	if (enqueue_plan != NULL &&
 		(name = get_rel_name(enqueue_relid)) != NULL && strcmp(name, "zim_pin_job") == 0)
-		return enqueue_plan;
+	{
+		*any_action = get_attnum(enqueue_relid, "action") != InvalidAttrNumber;
+		if (*any_action == enqueue_any_action)
+			return enqueue_plan;
+	}
 
 	nsp = ZimJobsNamespace();
 	relid = OidIsValid(nsp) ? get_relname_relid("zim_pin_job", nsp) : InvalidOid;
@@ -209,6 +212,7 @@ zim_enqueue_plan(bool *any_action)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"zim_pin\" is not installed in this database")));
+	*any_action = get_attnum(relid, "action") != InvalidAttrNumber;
 	schema = quote_identifier(get_namespace_name(nsp));
 	if (*any_action)
 		plan = SPI_prepare(psprintf("INSERT INTO %s.zim_pin_job (from_user_id, conv_ids, conv_types,"

@@ -603,6 +603,7 @@ typedef struct ZimJobBatch
 extern const ZimConvKind *ZimMergeKind(const char *action);
 extern int	ZimMergePerRequest(const ZimConvKind *kind);
 extern int	ZimMergeGroupRequests(const ZimJobGroup *g);
+extern bool ZimMergeJobSent(const ZimJobBatch *batch, int group, int j);
 extern void ZimMergeBuild(ZimJobBatch *batch);
 extern void ZimMergeOutcome(ZimJobBatch *batch, int group);
 

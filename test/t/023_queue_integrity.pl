@@ -89,11 +89,13 @@ is(sql_out('sqlascii', q{SELECT string_agg(f.job_id - (SELECT min(job_id) FROM z
 	'1:2 2:2 3:2 4:5 5:2 6:2', '... with a failure row for each conversation it names (not the null one)');
 is(sent_to('p_a') . ' ' . sent_to('p_b'), '1 1', '... and nothing of the poison jobs went out');
 
-# the worker, too, in a UTF-8 database: it does not roll its claim back
+# the worker, too, in a UTF-8 database: it does not roll its claim back.
+# A row inserted by hand wakes no one; the enqueued job's commit wakes the
+# worker (which may have left, idle, long before).
 $node->safe_psql('postgres', q{
 	INSERT INTO zim_pin_job (from_user_id, conv_ids, conv_types, pinned) VALUES
-	  ('p_a', ARRAY[NULL::text], ARRAY[2], true),
-	  ('p_b', ARRAY['g4'], ARRAY[2], true)});
+	  ('p_a', ARRAY[NULL::text], ARRAY[2], true);
+	SELECT zim_conv_pinned_enqueue('p_b', ARRAY['g4'], 2, true)});
 ok($node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM zim_pin_job WHERE state <> 'pending'}),
 	'the worker finished both jobs');
 is(sql_out('postgres', q{SELECT string_agg(from_user_id || ' ' || state || ' ' || attempts, ', ' ORDER BY job_id) FROM zim_pin_job}),
