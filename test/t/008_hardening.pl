@@ -29,7 +29,15 @@ sub plant
 	$node->safe_psql('postgres', qq{CREATE DATABASE $db OWNER mallory});
 	$node->safe_psql($db, q{CREATE EXTENSION zim_pin;
 		GRANT EXECUTE ON FUNCTION zim_pin_run_jobs(integer) TO mallory;
-		GRANT EXECUTE ON FUNCTION zim_conv_pinned_enqueue(text, text[], integer, boolean) TO mallory});
+		GRANT EXECUTE ON FUNCTION zim_conv_pinned_enqueue(text, text[], integer, boolean) TO mallory;
+		GRANT EXECUTE ON FUNCTION zim_silence_conv_notification_enqueue(text, text[], integer, boolean),
+			zim_silence_conv_notification_enqueue(text, text[], integer[], boolean),
+			zim_set_conv_mark_enqueue(text, text[], integer, integer, boolean),
+			zim_set_conv_mark_enqueue(text, text[], integer[], integer, boolean),
+			zim_clear_conversation_unread_enqueue(text, text[], integer),
+			zim_clear_conversation_unread_enqueue(text, text[], integer[]),
+			zim_delete_conv_enqueue(text, text[], integer),
+			zim_delete_conv_enqueue(text, text[], integer[]) TO mallory});
 	$node->safe_psql($db, q{
 		CREATE TABLE public.captured (fn text, usr text, super boolean);
 		GRANT INSERT ON public.captured TO PUBLIC;
@@ -53,6 +61,22 @@ sub plant
 		CREATE FUNCTION public.tle(timestamptz, timestamptz) RETURNS boolean LANGUAGE sql AS
 			$$ SELECT public.note('timestamptz<=timestamptz'); SELECT $1 OPERATOR(pg_catalog.<=) $2 $$;
 		CREATE OPERATOR public.<= (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = public.tle);
+		-- for the queue of every Action (issue 17): closer matches than
+		-- pg_catalog's polymorphic functions, which win even after it
+		CREATE FUNCTION public.cardinality(text[]) RETURNS integer LANGUAGE sql AS
+			$$ SELECT public.note('cardinality(text[])'); SELECT pg_catalog.cardinality($1) $$;
+		CREATE FUNCTION public.array_position(text[], text) RETURNS integer LANGUAGE sql AS
+			$$ SELECT public.note('array_position(text[], text)'); SELECT pg_catalog.array_position($1, $2) $$;
+		CREATE FUNCTION public.unnest(text[]) RETURNS SETOF text LANGUAGE sql AS
+			$$ SELECT public.note('unnest(text[])'); SELECT pg_catalog.unnest($1) $$;
+		CREATE FUNCTION public.unnest(integer[]) RETURNS SETOF integer LANGUAGE sql AS
+			$$ SELECT public.note('unnest(integer[])'); SELECT pg_catalog.unnest($1) $$;
+		CREATE FUNCTION public.ieq(integer, integer) RETURNS boolean LANGUAGE sql AS
+			$$ SELECT public.note('integer=integer'); SELECT $1 OPERATOR(pg_catalog.=) $2 $$;
+		CREATE OPERATOR public.= (LEFTARG = integer, RIGHTARG = integer, FUNCTION = public.ieq);
+		CREATE FUNCTION public.beq(boolean, boolean) RETURNS boolean LANGUAGE sql AS
+			$$ SELECT public.note('boolean=boolean'); SELECT $1 OPERATOR(pg_catalog.=) $2 $$;
+		CREATE OPERATOR public.= (LEFTARG = boolean, RIGHTARG = boolean, FUNCTION = public.beq);
 	}, extra_params => ['-U', 'mallory']);
 	$node->safe_psql($db, qq{ALTER DATABASE $db SET search_path = public, pg_catalog}, extra_params => ['-U', 'mallory']);
 	# an old finished job, for housekeeping
@@ -81,6 +105,11 @@ plant('victim2');
 # her trap works for a session that keeps the database's search_path
 is($node->safe_psql('victim', q{SELECT now() <= now(); SELECT count(*) FROM captured}, extra_params => ['-U', 'mallory']),
 	"t\n3", 'the planted functions and operators run for an ordinary session (the trap is real)');
+vq('victim', q{DELETE FROM public.captured});
+is($node->safe_psql('victim', q{SELECT cardinality('{a}'::text[]), array_position('{a}'::text[], 'a'),
+		(SELECT count(*) FROM unnest('{a}'::text[])), (SELECT count(*) FROM unnest('{1}'::integer[])), 1 = 1, true = true;
+	SELECT count(*) FROM captured}, extra_params => ['-U', 'mallory']),
+	"1|1|1|1|t|t\n6", '... and so do the look-alikes planted for the queue of every Action');
 vq('victim', q{DELETE FROM public.captured});
 
 for my $db ('victim', 'victim2')
@@ -113,6 +142,82 @@ is($node->safe_psql('victim2', q{SELECT count(*) FROM zim_pin_retry_failed(from_
 	'1', 'zim_pin_retry_failed, called by the owner, queued it again');
 is(vq('victim2', q{SELECT count(*) FROM public.captured}), '0',
 	"none of the owner's functions or operators ran in zim_pin_retry_failed");
+
+# --- ... and in the queue of every Action (issue 17) ------------------------
+# Every new enqueue function (both forms), the worker and zim_pin_run_jobs
+# sending jobs of each Action (one mute retried after a transient Code),
+# zim_pin_backlog_by_action, zim_pin_failure's new columns and
+# zim_pin_retry_failed replaying a failed job of each Action.
+$node->safe_psql('postgres', q{SELECT double('Seed', '{"Groups": {"g1": ["h_b", "h_d"]}}')});
+ok(wait_done('victim2', 1), 'the replayed job was sent (it failed again)');
+my $actions_sql = q{
+	SELECT zim_silence_conv_notification_enqueue('USER', ARRAY['h_c'], 0, true);
+	SELECT zim_silence_conv_notification_enqueue('USER', ARRAY['g1'], ARRAY[2], true);
+	SELECT zim_set_conv_mark_enqueue('USER', ARRAY['h_c'], 0, 4, true);
+	SELECT zim_set_conv_mark_enqueue('USER', ARRAY['g1'], ARRAY[2], 4, true);
+	SELECT zim_clear_conversation_unread_enqueue('USER', ARRAY['h_c'], 0);
+	SELECT zim_clear_conversation_unread_enqueue('USER', ARRAY['g1'], ARRAY[2]);
+	SELECT zim_delete_conv_enqueue('USER', ARRAY['g1'], 2);
+	SELECT zim_delete_conv_enqueue('USER', ARRAY['h_c'], ARRAY[0]);
+};
+for my $db ('victim', 'victim2')
+{
+	my $user = $db eq 'victim' ? 'h_b' : 'h_d';
+	my $who = $db eq 'victim' ? 'the worker' : 'zim_pin_run_jobs';
+	# the second mute (of g1) fails once with a transient Code
+	$node->safe_psql('postgres',
+		q{SELECT double('Fault', '{"Fault": "code", "Code": 660000001, "Count": 1, "Action": "SilenceConvNotification", "Match": "\"g1\""}')});
+	my $last = vq($db, q{SELECT max(job_id) FROM public.zim_pin_job});
+	(my $sql = $actions_sql) =~ s/USER/$user/g;
+	$node->safe_psql($db, $sql, extra_params => ['-U', 'mallory']);
+	if ($db eq 'victim2')
+	{
+		# read by a superuser with her search_path, before anything is sent
+		is($node->safe_psql($db, q{SELECT string_agg(action || ':' || pending || ':' || pending_requests, ',' ORDER BY action)
+			FROM zim_pin_backlog_by_action; SELECT pending FROM zim_pin_backlog}),
+			"ClearConversationUnread:2:2,DeleteConv:2:2,SetConvMark:2:2,SilenceConvNotification:2:2\n8",
+			'zim_pin_backlog_by_action, read with her search_path, has two jobs of each new Action');
+	}
+	ok(wait_done($db, $db eq 'victim2'), "$who finished the jobs of every Action");
+	is(vq($db, qq{SELECT string_agg(action || ':' || state || ':' || attempts, ',' ORDER BY job_id) FROM public.zim_pin_job WHERE job_id > $last}),
+		'SilenceConvNotification:done:1,SilenceConvNotification:done:2,SetConvMark:done:1,SetConvMark:done:1,'
+		. 'ClearConversationUnread:done:1,ClearConversationUnread:done:1,DeleteConv:done:1,DeleteConv:done:1',
+		"... each done, the mute of g1 after a retry");
+	is(vq($db, qq{SELECT count(*) FROM public.zim_pin_job_failure WHERE job_id > $last}), '0', '... with no failure row');
+	is(vq($db, q{SELECT coalesce(string_agg(fn || ' as ' || usr, ', '), 'none') FROM public.captured}), 'none',
+		"none of the owner's functions or operators ran in $who, sending every Action");
+}
+is($node->safe_psql('postgres', q{SELECT jsonb_array_length(double('State', '{"UserId": "h_b"}')->'Mutes')
+	|| ' ' || jsonb_array_length(double('State', '{"UserId": "h_d"}')->'Mutes')}), '2 2',
+	'the double has both mutes of each user');
+
+# zim_pin_retry_failed, called by her, replays a failed job of each Action
+# with that Action's enqueue function and intent
+$node->safe_psql('victim2', q{
+	SELECT zim_silence_conv_notification_enqueue('h_gone', ARRAY['g1'], 2, true);
+	SELECT zim_set_conv_mark_enqueue('h_gone', ARRAY['h_c'], 0, 3, true);
+	SELECT zim_clear_conversation_unread_enqueue('h_gone', ARRAY['h_c'], 0);
+	SELECT zim_delete_conv_enqueue('h_gone', ARRAY['g1'], 2);
+}, extra_params => ['-U', 'mallory']);
+ok(wait_done('victim2', 1), 'jobs of every Action of an unregistered user failed');
+my $failure_row = q{action || ':' || conv_id || ':' || conv_type || ':' || sub_code || ':' || job_state || ':'
+	|| coalesce(silenced::text, '-') || ':' || coalesce(mark::text, '-') || ':' || coalesce(marked::text, '-')};
+is(vq('victim2', qq{SELECT string_agg($failure_row, ',' ORDER BY job_id) FROM public.zim_pin_failure WHERE from_user_id = 'h_gone'}),
+	'SilenceConvNotification:g1:2:660500002:failed:true:-:-,SetConvMark:h_c:0:660500002:failed:-:3:true,'
+	. 'ClearConversationUnread:h_c:0:660500002:failed:-:-:-,DeleteConv:g1:2:660500002:failed:-:-:-',
+	'zim_pin_failure shows each failure with its job\'s Action and intent');
+my $last_gone = vq('victim2', q{SELECT max(job_id) FROM public.zim_pin_job});
+is($node->safe_psql('victim2', q{SELECT count(*) FROM zim_pin_retry_failed(from_user_id => 'h_gone')}, extra_params => ['-U', 'mallory']),
+	'4', 'zim_pin_retry_failed, called by the owner, queued each of them again');
+ok(wait_done('victim2', 1), '... and they were sent');
+is(vq('victim2', qq{SELECT string_agg(action || ':' || array_to_string(conv_ids, ',') || ':' || array_to_string(conv_types, ',') || ':'
+		|| coalesce(silenced::text, '-') || ':' || coalesce(mark::text, '-') || ':' || coalesce(marked::text, '-') || ':' || state, ',' ORDER BY job_id)
+	FROM public.zim_pin_job WHERE job_id > $last_gone}),
+	'SilenceConvNotification:g1:2:true:-:-:failed,SetConvMark:h_c:0:-:3:true:failed,'
+	. 'ClearConversationUnread:h_c:0:-:-:-:failed,DeleteConv:g1:2:-:-:-:failed',
+	'... each as a job of its own Action, with its intent (and failed again: the user is still unknown)');
+is(vq('victim2', q{SELECT coalesce(string_agg(fn || ' as ' || usr, ', '), 'none') FROM public.captured}), 'none',
+	"none of the owner's functions or operators ran in zim_pin_retry_failed, replaying every Action");
 
 # --- 3. cancelled calls give their send times back ---------------------------
 # each call of 320 conversations reserves 16 send times (0.8 s at 20/s) and

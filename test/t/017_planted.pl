@@ -17,7 +17,7 @@ use Test::More;
 use ZimTest;
 
 my $node = zim_node('planted');
-$node->safe_psql('postgres', q{SELECT double('Reset'); SELECT register('p_a', 'p_b')});
+$node->safe_psql('postgres', q{SELECT double('Reset'); SELECT register('p_a', 'p_b', 'p_eve_fresh', 'p_eve_upd')});
 $node->safe_psql('postgres', q{CREATE ROLE eve LOGIN});
 
 # what eve plants: for each, the SQL that creates it (as eve, in public)
@@ -55,6 +55,15 @@ my $plants = q{
 	CREATE FUNCTION public.min_sf(timestamptz, timestamptz) RETURNS timestamptz LANGUAGE sql AS
 		$$ SELECT public.note('min(timestamptz)'); SELECT $2 $$;
 	CREATE AGGREGATE public.min(timestamptz) (SFUNC = public.min_sf, STYPE = timestamptz);
+
+	-- closer matches than pg_catalog's polymorphic functions, for 1.4's
+	-- zim_pin_retry_failed and zim_pin_backlog_by_action
+	CREATE FUNCTION public.array_position(text[], text) RETURNS integer LANGUAGE sql AS
+		$$ SELECT public.note('array_position(text[], text)'); SELECT pg_catalog.array_position($1, $2) $$;
+	CREATE FUNCTION public.unnest(text[]) RETURNS SETOF text LANGUAGE sql AS
+		$$ SELECT public.note('unnest(text[])'); SELECT pg_catalog.unnest($1) $$;
+	CREATE FUNCTION public.unnest(integer[]) RETURNS SETOF integer LANGUAGE sql AS
+		$$ SELECT public.note('unnest(integer[])'); SELECT pg_catalog.unnest($1) $$;
 
 	-- every operator, with the operand types the scripts give it
 	CREATE FUNCTION public.tstz_minus(timestamptz, timestamptz) RETURNS interval LANGUAGE sql AS
@@ -119,6 +128,56 @@ sub use_everything
 	});
 	is($node->safe_psql($db, q{SELECT count(*) FROM zim_pin_failure WHERE from_user_id = 'nobody'}), '2',
 		"$db: the queue worked (the unregistered user's job and its replay failed)");
+	# the queue of every Action (issue 17): the enqueue functions in both
+	# forms, zim_pin_backlog_by_action, zim_pin_failure's new columns, and
+	# a replay of a failed job of each Action (p_a mutes a peer of its own
+	# in each database: a second mute would be "already muted")
+	for (1 .. 30)
+	{
+		last if $node->safe_psql($db, q{SELECT count(*) FROM zim_pin_job WHERE state = 'pending'}) eq '0';
+		$node->safe_psql($db, q{SELECT zim_pin_run_jobs()});
+		sleep 1;
+	}
+	$node->safe_psql($db, qq{
+		SELECT zim_silence_conv_notification_enqueue('p_a', ARRAY['p_$db'], 0, true);
+		SELECT zim_silence_conv_notification_enqueue('nobody4', ARRAY['g1'], ARRAY[2], false);
+		SELECT zim_set_conv_mark_enqueue('p_a', ARRAY['p_$db'], 0, 2, true);
+		SELECT zim_set_conv_mark_enqueue('nobody4', ARRAY['g1'], ARRAY[2], 30, false);
+		SELECT zim_clear_conversation_unread_enqueue('p_a', ARRAY['p_$db'], 0);
+		SELECT zim_clear_conversation_unread_enqueue('nobody4', ARRAY['g1'], ARRAY[2]);
+		SELECT zim_delete_conv_enqueue('p_a', ARRAY['p_$db'], 0);
+		SELECT zim_delete_conv_enqueue('nobody4', ARRAY['g1'], ARRAY[2]);
+	});
+	is($node->safe_psql($db, q{SELECT string_agg(action || ':' || pending || ':' || pending_requests || ':' || (oldest_pending_age > interval '0')
+			|| ':' || (expected_drain_time > interval '0'), ',' ORDER BY action) FROM zim_pin_backlog_by_action;
+		SELECT pending, pending_requests FROM zim_pin_backlog}),
+		"ClearConversationUnread:2:2:true:true,DeleteConv:2:2:true:true,SetConvMark:2:2:true:true,SilenceConvNotification:2:2:true:true\n8|8",
+		"$db: zim_pin_backlog_by_action as a superuser, two jobs of each new Action pending");
+	for (1 .. 30)
+	{
+		$node->safe_psql($db, q{SELECT zim_pin_run_jobs()});
+		last if $node->safe_psql($db, q{SELECT count(*) FROM zim_pin_job WHERE state = 'pending'}) eq '0';
+		sleep 1;
+	}
+	$node->safe_psql($db, q{
+		SELECT * FROM zim_pin_failure;
+		SELECT * FROM zim_pin_backlog_by_action;
+		SELECT zim_pin_retry_failed(now() - interval '1 hour', 'nobody4');
+		SELECT * FROM zim_pin_backlog_by_action;
+		SELECT * FROM zim_pin_backlog;
+	});
+	for (1 .. 30)
+	{
+		$node->safe_psql($db, q{SELECT zim_pin_run_jobs()});
+		last if $node->safe_psql($db, q{SELECT count(*) FROM zim_pin_job WHERE state = 'pending'}) eq '0';
+		sleep 1;
+	}
+	is($node->safe_psql($db, q{SELECT string_agg(DISTINCT action || ':' || job_state || ':' || sub_code, ',') || ' ' || count(*) FROM zim_pin_failure WHERE from_user_id = 'nobody4'}),
+		'ClearConversationUnread:failed:660500002,DeleteConv:failed:660500002,SetConvMark:failed:660500002,SilenceConvNotification:failed:660500002 8',
+		"$db: the queue worked for every Action (the unregistered user's jobs and their replays failed)");
+	is($node->safe_psql($db, q{SELECT string_agg(action || ':' || state, ',' ORDER BY job_id) FROM zim_pin_job WHERE from_user_id = 'p_a' AND action <> 'ConvPinned'}),
+		'SilenceConvNotification:done,SetConvMark:done,ClearConversationUnread:done,DeleteConv:done',
+		"$db: ... and p_a's jobs of every Action are done");
 	is($node->safe_psql($db, q{SELECT coalesce(string_agg(DISTINCT what || ' as ' || usr, ', '), 'none') FROM public.ran}),
 		'none', "$db: none of the planted functions and operators ran");
 }

@@ -4,7 +4,10 @@
 # of the wrong type, a MsgId beyond bigint, Next values that are not
 # cursors, media bodies that are not URL-encoded JSON, and seeded random
 # mutations of valid answers.  Every call ends in success or one of the
-# contract's SQLSTATEs, in bounded time, and no backend crashes.
+# contract's SQLSTATEs, in bounded time, and no backend crashes.  Then the
+# same through the queue (issue 17), for each Action that can be queued:
+# every job ends in a recorded outcome, within zim_pin.job_max_attempts,
+# sent by the worker or by zim_pin_run_jobs, neither of which crashes.
 use strict;
 use warnings;
 use FindBin;
@@ -14,7 +17,12 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use ZimTest;
 
-my $node = zim_node('ffuzz', conf => "zim_pin.timeout_ms = 1500\n");
+my $node = zim_node('ffuzz', conf => <<'CONF');
+zim_pin.timeout_ms = 1500
+zim_pin.worker_database = 'postgres'
+zim_pin.job_max_attempts = 3
+zim_pin.max_retries = 0
+CONF
 $node->safe_psql('postgres', q{SELECT double('Reset')});
 is($node->safe_psql('postgres', q{SELECT register('p1', 'p2')}), '0', 'users registered');
 $node->safe_psql('postgres', q{SELECT double('Seed', '{"Groups": {"g1": ["p1", "p2"]}}')});
@@ -134,6 +142,168 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM fuzz WHERE action = 'Quer
 	'a MsgId beyond bigint is an invalid answer (ZP005)');
 cmp_ok($node->safe_psql('postgres', q{SELECT max(ms) FROM fuzz}), '<', 5000, '... each within a bounded time');
 cmp_ok($node->safe_psql('postgres', q{SELECT count(DISTINCT state) FROM fuzz}), '>=', 3, '... and the cases reached several outcomes');
+# --- through the queue (issue 17) ---------------------------------------------
+# Each case is one job of a user of its own (fq<n>x), whose first request
+# gets the case's answer (a fault matched on the user id): valid, hostile
+# by hand, or mutated.  In "postgres" the worker sends them, in "fuzzr"
+# zim_pin_run_jobs.  A transient outcome is retried against the double's
+# own answer, at most zim_pin.job_max_attempts (3) attempts of one request
+# each (zim_pin.max_retries is 0).  Every other mutated case queues a
+# second job of the same user and Action behind it, merged with it into
+# the same group (two requests, or for a clear one), so a hostile answer
+# meets a merged group's verdicts: the other request gets the double's own.
+my %queued = (
+	SilenceConvNotification => q{zim_silence_conv_notification_enqueue('USER', ARRAY['g1', 'g2'], 2, true)},
+	SetConvMark => q{zim_set_conv_mark_enqueue('USER', ARRAY['g1', 'p2'], ARRAY[2, 0], 3, true)},
+	DeleteConv => q{zim_delete_conv_enqueue('USER', ARRAY['g1'], 2)},
+	ClearConversationUnread => q{zim_clear_conversation_unread_enqueue('USER', ARRAY['g1'], ARRAY[2])},
+);
+my %second = (
+	SilenceConvNotification => q{zim_silence_conv_notification_enqueue('USER', ARRAY['g3'], ARRAY[2], false)},
+	SetConvMark => q{zim_set_conv_mark_enqueue('USER', ARRAY['g1'], 2, 4, false)},
+	DeleteConv => q{zim_delete_conv_enqueue('USER', ARRAY['g1', 'g9'], ARRAY[2, 2])},
+	ClearConversationUnread => q{zim_clear_conversation_unread_enqueue('USER', ARRAY['g1'], 2)},
+);
+$node->safe_psql('postgres', q{CREATE DATABASE fuzzr});
+$node->safe_psql($_, q{CREATE EXTENSION IF NOT EXISTS zim_pin; CREATE TABLE fuzzq (usr text, action text, i int, jobs int)})
+	for 'postgres', 'fuzzr';
+my $n_queue = $ENV{ZIM_FUZZ_CASES} ? int($ENV{ZIM_FUZZ_CASES} / 16) : 12;
+my ($faults, $users) = ('', 0);
+my %jobs_sql = (postgres => "BEGIN;\n", fuzzr => "BEGIN;\n");
+for my $db ('postgres', 'fuzzr')
+{
+	for my $action (sort keys %queued)
+	{
+		my ($call, @answers) = @{ $actions{$action} };
+		my $first = $users + 1;
+		my @cases = map { [ $_, $answers[$_], 1 ] } 0 .. $#answers;
+		push @cases, map { [ scalar(@answers) + $_ - 1, undef, 1 ] } 1 .. $n_queue;
+		# case -1: "try again", so the job waits for a retry
+		my $list = $action eq 'SetConvMark' ? ',"FailList":[]' : $action eq 'SilenceConvNotification' ? ',"ErrorList":[]' : '';
+		push @cases, [ -1, qq({"Code":660000001,"Message":"try again","RequestId":"r"$list}), 1 ];
+		for my $case (@cases)
+		{
+			my ($i, $answer, $count) = @$case;
+			my $user = 'fq' . ++$users . 'x';
+			# the answers name p1 as the user: name this case's user
+			my @valid = map { s/"p1"/"$user"/gr } @answers[ 0 .. 1 ];
+			$answer = defined $answer ? $answer =~ s/"p1"/"$user"/gr : mutate($valid[ int(rand(@valid)) ]);
+			my $b64 = encode_base64($answer, '');
+			$faults .= "SELECT double('Fault', jsonb_build_object('Fault', 'body', 'Count', $count, 'Action', '$action', 'Match', '$user', 'Body', '$b64', 'Base64', true));\n";
+			my $merged = $i >= @answers && $i % 2;
+			$jobs_sql{$db} .= "INSERT INTO fuzzq VALUES ('$user', '$action', $i, " . ($merged ? 2 : 1) . "); SELECT "
+			  . ($queued{$action} =~ s/USER/$user/r) . ";\n";
+			$jobs_sql{$db} .= 'SELECT ' . ($second{$action} =~ s/USER/$user/r) . ";\n" if $merged;
+		}
+	}
+	$jobs_sql{$db} .= "COMMIT;\n";
+}
+for (my $from = 1; $from <= $users; $from += 100)
+{
+	my $to = $from + 99 > $users ? $users : $from + 99;
+	$node->safe_psql('postgres', qq{SELECT register(VARIADIC ARRAY(SELECT 'fq' || i || 'x' FROM generate_series($from, $to) i))});
+}
+$node->safe_psql('postgres', q{SELECT double('Fault', '{"Fault": "clear"}')});
+my ($ret, $out, $err) = $node->psql('postgres', $faults, on_error_stop => 0);
+is($err, '', "$users hostile first answers set up, one for each job's user");
+for my $db ('postgres', 'fuzzr')
+{
+	($ret, $out, $err) = $node->psql($db, $jobs_sql{$db}, on_error_stop => 0);
+	is($err, '', "$db: a job for each of them queued");
+}
+my $pending = q{SELECT count(*) FROM zim_pin_job WHERE state = 'pending'};
+my $t0 = time();
+my ($drained, $run_errors) = (0, '');
+while (time() - $t0 < 180)
+{
+	# zim_pin_run_jobs may warn about a job, never fail its caller
+	my ($r, $o, $e) = $node->psql('fuzzr', q{SELECT zim_pin_run_jobs()}, on_error_stop => 0);
+	$run_errors .= $e if $r != 0 || $e =~ /ERROR|FATAL|PANIC|server closed/;
+	if ($node->safe_psql('postgres', $pending) eq '0' && $node->safe_psql('fuzzr', $pending) eq '0')
+	{
+		$drained = 1;
+		last;
+	}
+	sleep 1;
+}
+ok($drained, sprintf('every queued job finished (%.0f s): none loops', time() - $t0));
+is($run_errors, '', 'zim_pin_run_jobs never failed its caller');
+for my $db ('postgres', 'fuzzr')
+{
+	my $who = $db eq 'postgres' ? 'the worker' : 'zim_pin_run_jobs';
+	is($node->safe_psql($db, q{SELECT count(*) FROM fuzzq q JOIN zim_pin_job j ON j.from_user_id = q.usr AND j.action = q.action}),
+		$node->safe_psql($db, q{SELECT sum(jobs) FROM fuzzq}), "$who: each case is one job of its Action (two where merged)");
+	cmp_ok($node->safe_psql($db, q{SELECT count(*) FROM fuzzq WHERE jobs = 2}), '>=', 8, "$who: ... some of them merged");
+	is($node->safe_psql($db, q{SELECT count(*) FROM zim_pin_job j JOIN fuzzq q ON q.usr = j.from_user_id
+		WHERE j.state NOT IN ('done', 'failed') OR j.attempts NOT BETWEEN 1 AND 3 OR j.last_message IS NULL OR j.finished_at IS NULL}),
+		'0', "$who: each ended done or failed, after 1 to 3 attempts, with its outcome recorded")
+		or diag $node->safe_psql($db, q{SELECT string_agg(q.action || ' ' || q.i || ' ' || j.state || ' ' || j.attempts || ' ' || coalesce(j.last_message, '-'), E'\n')
+			FROM zim_pin_job j JOIN fuzzq q ON q.usr = j.from_user_id WHERE j.state NOT IN ('done', 'failed') OR j.attempts NOT BETWEEN 1 AND 3});
+	# a failed job has failure rows (what replay reads), each one of its own
+	# conversations, once (a conversation whose request succeeded has none)
+	is($node->safe_psql($db, q{SELECT count(*) FROM zim_pin_job j JOIN fuzzq q ON q.usr = j.from_user_id
+		WHERE j.state = 'failed' AND NOT EXISTS (SELECT 1 FROM zim_pin_job_failure f WHERE f.job_id = j.job_id)}),
+		'0', "$who: each failed job has failure rows");
+	is($node->safe_psql($db, q{SELECT count(*) FROM zim_pin_job j JOIN fuzzq q ON q.usr = j.from_user_id
+		JOIN zim_pin_job_failure f ON f.job_id = j.job_id
+		WHERE (f.conv_id, f.conv_type) NOT IN (SELECT * FROM unnest(j.conv_ids, j.conv_types))
+		   OR (SELECT count(*) FROM zim_pin_job_failure g WHERE g.job_id = f.job_id AND g.conv_id = f.conv_id AND g.conv_type = f.conv_type) > 1}),
+		'0', "$who: ... each row one of the job's conversations, once");
+	# the valid answers (0 and 1): done at once, their failures as rows
+	is($node->safe_psql($db, q{SELECT string_agg(q.action || ' ' || q.i || ' ' || j.state || ' ' || j.attempts || ' '
+			|| coalesce((SELECT string_agg(f.conv_id || ':' || f.sub_code, ',' ORDER BY f.conv_id) FROM zim_pin_job_failure f WHERE f.job_id = j.job_id), '-'),
+			', ' ORDER BY q.action, q.i)
+		FROM fuzzq q JOIN zim_pin_job j ON j.from_user_id = q.usr WHERE q.i IN (0, 1)}),
+		'ClearConversationUnread 0 done 1 -, ClearConversationUnread 1 done 1 g1:660800002, '
+		. 'DeleteConv 0 done 1 -, DeleteConv 1 done 1 g1:660800002, '
+		. 'SetConvMark 0 done 1 g1:1, SetConvMark 1 done 1 g1:1,p2:1, '
+		. 'SilenceConvNotification 0 done 1 g2:660600001, SilenceConvNotification 1 done 1 g2:660600001',
+		"$who: the valid answers are read as the synchronous calls read them");
+	is($node->safe_psql($db, q{SELECT string_agg(q.action || ' ' || j.state || ' ' || j.attempts, ', ' ORDER BY q.action)
+		FROM fuzzq q JOIN zim_pin_job j ON j.from_user_id = q.usr WHERE q.i = -1}),
+		'ClearConversationUnread done 2, DeleteConv done 2, SetConvMark done 2, SilenceConvNotification done 2',
+		"$who: a job whose first attempt was answered \"try again\" waited for a retry, then was done");
+	note $node->safe_psql($db, q{SELECT string_agg(action || ' ' || state || ': ' || n, ', ') FROM
+		(SELECT j.action, j.state, count(*) n FROM zim_pin_job j JOIN fuzzq q ON q.usr = j.from_user_id GROUP BY 1, 2 ORDER BY 1, 2) s});
+}
+# at most 3 attempts of a job's requests: 3 a case, 6 for a merged case
+my $jobs_of = join(', ', map { $node->safe_psql($_, q{SELECT string_agg(format('(%L, %s)', usr, jobs), ', ') FROM fuzzq}) } 'postgres', 'fuzzr');
+is($node->safe_psql('postgres', qq{SELECT count(*) FROM (SELECT r->>'User' AS usr, count(*) AS n FROM jsonb_array_elements(double('State')->'Requests') r
+	WHERE r->>'User' ~ '^fq[0-9]+x\$' GROUP BY 1) s JOIN (VALUES $jobs_of) c(usr, jobs) USING (usr) WHERE s.n > 3 * c.jobs}),
+	'0', 'no job was sent more than 3 times (zim_pin.job_max_attempts)');
+ok(!$node->log_contains(qr/background worker "zim_pin worker" \(PID \d+\) exited with exit code [1-9]/),
+	'the worker never exited with an error');
+
+# a normal job of each Action still goes through, in both (of users of
+# their own: p1 keeps no conversation)
+$node->safe_psql('postgres', q{SELECT double('Fault', '{"Fault": "clear"}'); SELECT register('fn1', 'fn2')});
+for my $db ('postgres', 'fuzzr')
+{
+	my ($u, $peer) = $db eq 'postgres' ? ('fn1', 'fn2') : ('fn2', 'fn1');
+	my $last = $node->safe_psql($db, q{SELECT max(job_id) FROM zim_pin_job});
+	$node->safe_psql($db, qq{
+		SELECT zim_silence_conv_notification_enqueue('$u', ARRAY['$peer'], 0, true);
+		SELECT zim_set_conv_mark_enqueue('$u', ARRAY['$peer'], 0, 5, true);
+		SELECT zim_clear_conversation_unread_enqueue('$u', ARRAY['$peer'], 0);
+		SELECT zim_delete_conv_enqueue('$u', ARRAY['g1'], 2);
+		SELECT zim_conv_pinned_enqueue('$u', ARRAY['$peer'], 0, true);
+	});
+	my $ok = 0;
+	for (1 .. 60)
+	{
+		$node->safe_psql($db, q{SELECT zim_pin_run_jobs()}) if $db eq 'fuzzr';
+		$ok = 1, last if $node->safe_psql($db, $pending) eq '0';
+		sleep 1;
+	}
+	ok($ok, "$db: a later job of each Action was sent");
+	is($node->safe_psql($db, qq{SELECT string_agg(action || ' ' || state || ' ' || attempts, ', ' ORDER BY job_id) FROM zim_pin_job WHERE job_id > $last}),
+		'SilenceConvNotification done 1, SetConvMark done 1, ClearConversationUnread done 1, DeleteConv done 1, ConvPinned done 1',
+		"$db: ... and done at once");
+	is($node->safe_psql('postgres', qq{SELECT (s->'Mutes')::text || ' ' || (s->'Marks')::text || ' ' || (s->'Pins')::text FROM double('State', '{"UserId": "$u"}') s}),
+		qq([{"ConvId": "$peer", "ConvType": 0}] [{"Marks": [5], "ConvId": "$peer", "ConvType": 0}] [{"ConvId": "$peer", "ConvType": 0}]),
+		"$db: ... with their effect on the double");
+}
+
 ok(!$node->log_contains('terminated by signal'), 'no backend crashed');
 $node->safe_psql('postgres', q{SELECT double('Fault', '{"Fault": "clear"}')});
 is($node->safe_psql('postgres', q{SELECT count(*) FROM zim_query_conversation_list('p1')}), '0', 'the server keeps working');
