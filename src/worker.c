@@ -624,6 +624,9 @@ zim_pin_launcher_main(Datum arg)
 
 /*
  * From _PG_init, while preloading: the launcher, if a database is named.
+ * Not while pg_upgrade runs the server (binary upgrade mode): the queue of
+ * a cluster being upgraded must stay as it is, unsent, until the new
+ * cluster starts normally.
  */
 void
 ZimWorkerRegister(void)
@@ -631,6 +634,8 @@ ZimWorkerRegister(void)
 	BackgroundWorker w = {0};
 
 	if (zim_worker_database == NULL || zim_worker_database[0] == '\0')
+		return;
+	if (IsBinaryUpgrade)
 		return;
 
 	snprintf(w.bgw_name, BGW_MAXLEN, "zim_pin launcher");
