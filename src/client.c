@@ -85,6 +85,7 @@ zim_settle_transport_failure(const char *action, ZimRetryPolicy policy, ZimReque
 	switch (http->status)
 	{
 		case ZIM_HTTP_CONNECT_FAILED:
+		case ZIM_HTTP_PROXY_FAILED:
 			retry = true;
 			break;
 		case ZIM_HTTP_TIMEOUT:
@@ -507,6 +508,31 @@ zim_maybe_done_hint(ZimRetryPolicy policy)
 }
 
 /*
+ * The proxy failed: it could not be reached, refused the tunnel, or closed
+ * it before TLS began.  Nothing reached the ZIM server.  The detail names
+ * the proxy by host and port only (never its credentials).
+ */
+static void
+zim_raise_proxy(const char *action, const ZimHttpResult *http, int attempts,
+				const char *sep, const char *extra)
+{
+	const char *hint;
+
+	if (http->proxy_code == 407)
+		hint = "Check the user and password in zim_pin.proxy.";
+	else if (http->proxy_code != 0 || http->proxy_closed)
+		hint = "Check zim_pin.proxy, and that the proxy lets the server reach the host and port of zim_pin.api_url.";
+	else
+		hint = "Check zim_pin.proxy, and that the proxy is running.";
+	ereport(ERROR,
+			(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+			 errmsg("could not connect to the ZIM server through the proxy"),
+			 errdetail_internal("%s (Action %s, %s).%s%s", http->error, action,
+								attempts_text(attempts), sep, extra),
+			 errhint("%s", hint)));
+}
+
+/*
  * Raise the error for a request whose last attempt failed in transport.
  */
 static void
@@ -529,6 +555,9 @@ zim_raise_transport(const char *action, const ZimHttpResult *http,
 										http->error, action, attempts_text(attempts),
 										sep, extra),
 					 errhint("Check zim_pin.api_url and the network.")));
+			break;
+		case ZIM_HTTP_PROXY_FAILED:
+			zim_raise_proxy(action, http, attempts, sep, extra);
 			break;
 		case ZIM_HTTP_TLS_FAILED:
 			ereport(ERROR,

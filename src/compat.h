@@ -156,7 +156,7 @@ zim_unicode_to_server_noerror(pg_wchar c, unsigned char *s)
  * 18: the module magic block can carry the module's name and version.
  */
 #if PG_VERSION_NUM >= 180000
-#define ZIM_MODULE_MAGIC	PG_MODULE_MAGIC_EXT(.name = "zim_pin", .version = "1.4")
+#define ZIM_MODULE_MAGIC	PG_MODULE_MAGIC_EXT(.name = "zim_pin", .version = "1.5")
 #else
 #define ZIM_MODULE_MAGIC	PG_MODULE_MAGIC
 #endif

@@ -73,6 +73,7 @@ typedef struct Transfer
 	size_t		body_len;
 	size_t		body_pos;
 	char		errbuf[CURL_ERROR_SIZE];
+	char		proxy[ZIM_PROXY_HOST_LEN + 8];	/* host:port, or "" if direct */
 } Transfer;
 
 /* the sockets libcurl wants watched, as its socket callback reports them */
@@ -256,6 +257,41 @@ zim_http_init(void)
 					 errdetail_internal("%s", curl_easy_strerror(setopt_rc)))); \
 	} while (0)
 
+/*
+ * zim_pin.proxy, or none.  Either way libcurl is told, so that it never
+ * reads the environment's proxy variables: CURLOPT_PROXY "" disables
+ * http_proxy, https_proxy and ALL_PROXY, and CURLOPT_NOPROXY "" makes
+ * NO_PROXY bypass nothing.  Through a proxy, libcurl opens a CONNECT
+ * tunnel (also for HTTPS without CURLOPT_HTTPPROXYTUNNEL; it is set to say
+ * so), TLS runs through it to the ZIM server and is verified as when
+ * direct, and our headers go to the ZIM server only.
+ */
+static void
+zim_http_setup_proxy(Transfer *t)
+{
+	CURL	   *e = t->easy;
+	const ZimProxy *proxy = ZimProxySetting();
+
+	t->proxy[0] = '\0';
+	SETOPT(e, CURLOPT_NOPROXY, "");
+	if (proxy == NULL)
+	{
+		SETOPT(e, CURLOPT_PROXY, "");
+		return;
+	}
+	strlcpy(t->proxy, proxy->host_port, sizeof(t->proxy));
+	SETOPT(e, CURLOPT_PROXY, proxy->url);
+	SETOPT(e, CURLOPT_PROXYTYPE, (long) CURLPROXY_HTTP);
+	SETOPT(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
+	SETOPT(e, CURLOPT_HEADEROPT, (long) CURLHEADER_SEPARATE);
+	if (proxy->has_credentials)
+	{
+		SETOPT(e, CURLOPT_PROXYAUTH, (long) CURLAUTH_BASIC);
+		SETOPT(e, CURLOPT_PROXYUSERNAME, proxy->user);
+		SETOPT(e, CURLOPT_PROXYPASSWORD, proxy->password);
+	}
+}
+
 static void
 zim_http_setup(Transfer *t, const char *url)
 {
@@ -287,6 +323,7 @@ zim_http_setup(Transfer *t, const char *url)
 	SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) zim_connect_timeout_ms);
 	SETOPT(e, CURLOPT_TIMEOUT_MS, (long) zim_timeout_ms);
 	SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	zim_http_setup_proxy(t);
 	if (t->body != NULL)
 	{
 		SETOPT(e, CURLOPT_POST, 1L);
@@ -586,6 +623,73 @@ zim_http_classify(CURLcode rc, const WriteBuffer *wb)
 }
 
 /*
+ * Through a proxy: a transfer that failed before its tunnel was up failed
+ * at the proxy, whatever libcurl's code (it reports a refused CONNECT as a
+ * receive error, and a proxy that closed before answering as one too).
+ * The request never started (no pretransfer time), so nothing reached the
+ * ZIM server.  A transfer on a tunnel kept from an earlier one (no CONNECT
+ * this time) is judged as if direct: its request may have left.
+ */
+static void
+zim_http_judge_proxy(const Transfer *t, ZimHttpResult *result)
+{
+	curl_off_t	pretransfer_us = 0;
+	bool		tunnel_up;
+
+	strlcpy(result->proxy, t->proxy, sizeof(result->proxy));
+	if (t->proxy[0] == '\0')
+		return;
+	curl_easy_getinfo(t->easy, CURLINFO_HTTP_CONNECTCODE, &result->proxy_code);
+	curl_easy_getinfo(t->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
+	tunnel_up = result->proxy_code >= 200 && result->proxy_code < 300;
+
+	/*
+	 * The tunnel was closed before TLS through it began or ended: the
+	 * proxy took the CONNECT, then dropped it (a ZIM server that refused
+	 * TLS would be this too, but then direct connections fail the same).
+	 */
+	if (t->rc == CURLE_SSL_CONNECT_ERROR && tunnel_up && pretransfer_us == 0)
+		result->proxy_closed = true;
+	if (t->rc != CURLE_OK && (!tunnel_up || result->proxy_closed) && pretransfer_us == 0)
+	{
+		result->status = ZIM_HTTP_PROXY_FAILED;
+		result->request_sent = false;
+	}
+}
+
+/*
+ * Say in result->error which proxy failed, and how; or, for any other
+ * failure through a proxy, that it went through one.
+ */
+static void
+zim_http_proxy_error(const Transfer *t, ZimHttpResult *result)
+{
+	char		curl_text[sizeof(result->error)];
+
+	if (t->proxy[0] == '\0')
+		return;
+	if (result->status != ZIM_HTTP_PROXY_FAILED)
+	{
+		snprintf(result->error + strlen(result->error),
+				 sizeof(result->error) - strlen(result->error),
+				 " (through the proxy at %s)", t->proxy);
+		return;
+	}
+	strlcpy(curl_text, result->error, sizeof(curl_text));
+	if (result->proxy_closed)
+		snprintf(result->error, sizeof(result->error),
+				 "The proxy at %s accepted the tunnel, then closed it before TLS with the ZIM server was established: %s",
+				 t->proxy, curl_text);
+	else if (result->proxy_code != 0)
+		snprintf(result->error, sizeof(result->error),
+				 "The proxy at %s refused the tunnel with HTTP status %ld",
+				 t->proxy, result->proxy_code);
+	else
+		snprintf(result->error, sizeof(result->error),
+				 "The proxy at %s failed: %s", t->proxy, curl_text);
+}
+
+/*
  * Fill *result from a finished transfer and free its slot.  Transport
  * failures are reported in result->status, not raised.
  */
@@ -624,6 +728,8 @@ ZimHttpFinish(int id, ZimHttpResult *result)
 	curl_easy_getinfo(t->easy, CURLINFO_PRETRANSFER_TIME, &total);
 	result->pretransfer_ms = total * 1000.0;
 
+	zim_http_judge_proxy(t, result);
+
 	if (result->status == ZIM_HTTP_TOO_LARGE && t->rc != CURLE_OUT_OF_MEMORY)
 		snprintf(result->error, sizeof(result->error),
 				 "The answer exceeds %d bytes", ZIM_MAX_RESPONSE_SIZE);
@@ -635,6 +741,10 @@ ZimHttpFinish(int id, ZimHttpResult *result)
 		const char *text = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->rc);
 
 		strlcpy(result->error, ZimRedact(text), sizeof(result->error));
+		/* libcurl's texts may end with a space */
+		while (result->error[0] && result->error[strlen(result->error) - 1] == ' ')
+			result->error[strlen(result->error) - 1] = '\0';
+		zim_http_proxy_error(t, result);
 	}
 	if (t->response.len > 0)
 		appendBinaryStringInfo(&result->body, t->response.data, t->response.len);

@@ -25,8 +25,9 @@
  * secret in zim_pin.server_secret is then refused: the file is the only
  * way.
  *
- * This file is the bottom layer: it calls no other file of zim_pin, and
- * nothing here may put the secret in a message, at any level.
+ * This file calls only proxy.c (zim_pin.proxy, whose credentials are kept
+ * like the secret), and nothing here may put the secret in a message, at
+ * any level.
  *
  * Copyright (c) 2026, zim_pin developers; PostgreSQL License.
  *
@@ -434,6 +435,8 @@ ZimDefineSettings(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	ZimDefineProxySetting();
+
 	MarkGUCPrefixReserved("zim_pin");
 }
 
@@ -555,6 +558,13 @@ zim_check_config(ConfigProblem *p)
 		p->hint = "Set only one of them, and reload.";
 		return false;
 	}
+	if (!preloaded && ZimProxySetting() && ZimProxySetting()->has_credentials)
+	{
+		p->message = "zim_pin.proxy with credentials cannot be used without preloading";
+		p->detail = "Without shared_preload_libraries = 'zim_pin', PostgreSQL shows the zim_pin.proxy of postgresql.conf to every role.";
+		p->hint = "Add zim_pin to shared_preload_libraries, or use a proxy that needs no credentials.";
+		return false;
+	}
 	if (from_file)
 		return zim_read_secret_file(p);
 	if (!from_setting)
@@ -590,13 +600,18 @@ ZimCheckConfigured(void)
 				 p.log_detail ? errdetail_log("%s", p.log_detail) : 0));
 }
 
-/* the same check, without raising (the worker waits instead) */
+/*
+ * The same check, without raising (the worker waits instead); *problem
+ * says what is missing, safe to show (no path, no value).
+ */
 bool
-ZimIsConfigured(void)
+ZimIsConfigured(const char **problem)
 {
 	ConfigProblem p;
+	bool		ok = zim_check_config(&p);
 
-	return zim_check_config(&p);
+	*problem = ok ? NULL : p.message;
+	return ok;
 }
 
 uint32
@@ -615,15 +630,19 @@ ZimServerSecret(void)
 }
 
 /*
- * Return a palloc'd copy of text that is safe to show: the secret and the
- * value of any Signature= parameter are replaced.  Used on everything that
+ * Return a palloc'd copy of text that is safe to show: the secret, the
+ * proxy's user and password, and the value of any Signature= parameter
+ * are replaced.  Used on everything that
  * comes from libcurl or the network before it reaches a message.
  */
 const char *
 ZimRedact(const char *text)
 {
 	StringInfoData buf;
-	const char *secrets[2] = {file_secret, secret_value ? secret_value : ""};
+	const ZimProxy *proxy = ZimProxySetting();
+	const char *secrets[4] = {file_secret, secret_value ? secret_value : "",
+		proxy && proxy->has_credentials ? proxy->password : "",
+	proxy && proxy->has_credentials ? proxy->user : ""};
 	const char *p = text;
 
 	initStringInfo(&buf);
@@ -631,7 +650,7 @@ ZimRedact(const char *text)
 	{
 		size_t		len = 0;
 
-		for (int i = 0; i < 2 && len == 0; i++)
+		for (size_t i = 0; i < lengthof(secrets) && len == 0; i++)
 			if (secrets[i][0] && strncmp(p, secrets[i], strlen(secrets[i])) == 0)
 				len = strlen(secrets[i]);
 		if (len > 0)

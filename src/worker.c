@@ -38,6 +38,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/elog.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -88,6 +89,13 @@ zim_worker_end(void)
 /* errors in a row that were not a job's (the worker backs off) */
 static int	worker_errors = 0;
 
+/* jobs of this round whose requests all went (for zim_pin_worker) */
+static int	round_sent = 0;
+
+/* has the worker reached its database? (for zim_worker_log_hook) */
+static bool worker_connected = false;
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
 /*
  * After an ERROR: log it, and end the failed transaction.  Returns the
  * error, copied into cxt.
@@ -105,6 +113,7 @@ zim_worker_error(MemoryContext cxt)
 			(errcode(edata->sqlerrcode),
 			 errmsg("zim_pin worker: %s", edata->message),
 			 edata->detail ? errdetail_internal("%s", edata->detail) : 0));
+	ZimStatusError(edata->sqlerrcode, edata->message);
 	AbortOutOfAnyTransaction();
 	debug_query_string = NULL;
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -122,6 +131,8 @@ zim_worker_back_off(void)
 {
 	long		ms = ZimBackoffMs(worker_errors++, 1000, 60 * 1000);
 
+	ZimStatusSet(ZIM_WORKER_BACKING_OFF,
+				 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms));
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					 ms, zim_wait_event(ZIM_WAIT_BACKOFF));
 	ResetLatch(MyLatch);
@@ -170,6 +181,8 @@ zim_worker_send_batch(ZimJobBatch *batch, volatile int *from, volatile int *fini
 
 		/* the groups all of whose requests went; the last may go on */
 		done = ZimJobsSentTo(batch, *from, to);
+		for (int g = *from; g < done; g++)
+			round_sent += batch->groups[g].n_jobs;
 		zim_worker_begin("zim_pin: recording jobs");
 		*finished += ZimJobsRecord(batch, *from, done);
 		if (done < batch->n_groups)
@@ -204,7 +217,10 @@ zim_worker_run_batch(void)
 		zim_worker_end();
 		claimed = batch.n_jobs > 0;
 		if (claimed)
+		{
+			ZimStatusSet(ZIM_WORKER_SENDING, 0);
 			zim_worker_send_batch(&batch, &from, &finished);
+		}
 		worker_errors = 0;
 	}
 	PG_CATCH();
@@ -288,6 +304,9 @@ zim_worker_at_exit(int code, Datum arg)
 	ZimShmemUnlock();
 
 	/* the launcher sleeps until the next due time: tell it the news */
+	if (code != 0)
+		ZimStatusSet(ZIM_WORKER_STOPPED,
+					 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000));
 	if (launcher >= 0)
 		SetLatch(&GetPGProcByNumber(launcher)->procLatch);
 }
@@ -326,6 +345,8 @@ zim_worker_own_settings(void)
 	/* the catalogs are read in a transaction */
 	StartTransactionCommand();
 	is_super = superuser() && GetUserId() == GetSessionUserId();
+	if (!is_super)
+		ZimStatusSet(ZIM_WORKER_REFUSED, 0);
 	if (!is_super)
 		ereport(FATAL,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -384,17 +405,20 @@ zim_worker_leave_if_idle(TimestampTz next_due)
  * DATABASE fails); the launcher starts another in a while.
  */
 static void
-zim_worker_leave_unconfigured(void)
+zim_worker_leave_unconfigured(const char *problem)
 {
 	bool		warn;
+	TimestampTz next = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   UNCONFIGURED_RECHECK_MS);
 
 	ZimShmemLock();
 	warn = !ZimShmemQueue()->config_warned;
 	ZimShmemQueue()->config_warned = true;
-	ZimShmemQueue()->next_due =
-		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), UNCONFIGURED_RECHECK_MS);
+	ZimShmemQueue()->next_due = next;
 	ZimShmemQueue()->worker_procno = -1;
 	ZimShmemUnlock();
+	ZimStatusError(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, problem);
+	ZimStatusSet(ZIM_WORKER_UNCONFIGURED, next);
 	if (warn)
 		ereport(LOG,
 				(errmsg("zim_pin worker is waiting for zim_pin.app_id and the secret"),
@@ -412,6 +436,24 @@ zim_worker_sleep(long timeout_ms)
 }
 
 /*
+ * The worker's FATAL errors (it catches its ERRORs itself): why it could
+ * not reach its database, or why it ended, for zim_pin_worker.  Runs while
+ * the error is reported: it only copies the message into shared memory.
+ */
+static void
+zim_worker_log_hook(ErrorData *edata)
+{
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+	if (edata->elevel < FATAL || ZimShmemLockHeld())
+		return;
+	ZimStatusError(edata->sqlerrcode, edata->message ? edata->message : "");
+	if (!worker_connected)
+		ZimStatusSet(edata->sqlerrcode == ERRCODE_UNDEFINED_DATABASE
+					 ? ZIM_WORKER_NO_DATABASE : ZIM_WORKER_CANNOT_CONNECT, 0);
+}
+
+/*
  * The worker: drains the queue of zim_pin.worker_database, then exits
  * after WORKER_IDLE_MS with nothing to do.
  */
@@ -423,7 +465,11 @@ zim_pin_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
+	ZimStatusStarted(false);
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = zim_worker_log_hook;
 	BackgroundWorkerInitializeConnection(zim_worker_database, NULL, 0);
+	worker_connected = true;
 	pgstat_report_appname("zim_pin worker");
 
 	/*
@@ -448,6 +494,7 @@ zim_pin_worker_main(Datum arg)
 	ZimShmemQueue()->work_pending = false;
 	ZimShmemUnlock();
 	before_shmem_exit(zim_worker_at_exit, (Datum) 0);
+	ZimStatusSet(ZIM_WORKER_IDLE, 0);
 
 	idle_since = GetCurrentTimestamp();
 	for (;;)
@@ -457,16 +504,21 @@ zim_pin_worker_main(Datum arg)
 		TimestampTz next_due;
 		long		timeout;
 
+		const char *problem;
+
 		zim_worker_refresh();
-		if (!ZimIsConfigured())
-			zim_worker_leave_unconfigured();
+		if (!ZimIsConfigured(&problem))
+			zim_worker_leave_unconfigured(problem);
 
 		ZimShmemLock();
 		ZimShmemQueue()->config_warned = false;
 		ZimShmemUnlock();
+		round_sent = 0;
 		done = zim_worker_run_batch();
 		next_due = zim_worker_housekeeping();
 		now = GetCurrentTimestamp();
+		ZimStatusRound(round_sent, done);
+		ZimStatusSet(done > 0 || prune_more ? ZIM_WORKER_SENDING : ZIM_WORKER_IDLE, 0);
 		if (done > 0 || prune_more)
 		{
 			idle_since = now;
@@ -512,9 +564,16 @@ zim_launch_worker(void)
 	ZimShmemQueue()->next_due = 0;
 	ZimShmemUnlock();
 	if (!RegisterDynamicBackgroundWorker(&w, &handle))
+	{
 		ereport(LOG,
 				(errmsg("zim_pin launcher could not start a worker"),
 				 errhint("Raise max_worker_processes.")));
+		ZimStatusError(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+					   "zim_pin launcher could not start a worker: no background worker slot is free");
+		ZimStatusSet(ZIM_WORKER_NO_SLOT, 0);
+	}
+	else
+		ZimStatusSet(ZIM_WORKER_STARTING, 0);
 	return handle;
 }
 
@@ -549,6 +608,8 @@ zim_launcher_worker_ended(LauncherState *ls, uint64 connects)
 	ls->retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												  ZimBackoffMs(ls->failures, CONNECT_BACKOFF_MS,
 															   CONNECT_BACKOFF_CAP_MS));
+	/* the worker said why (zim_worker_log_hook); the launcher, until when */
+	ZimStatusSet(ZimStatusState(), ls->retry_after);
 }
 
 /*
@@ -567,6 +628,7 @@ zim_pin_launcher_main(Datum arg)
 	ZimShmemLock();
 	ZimShmemQueue()->launcher_procno = zim_procno(MyProc);
 	ZimShmemUnlock();
+	ZimStatusStarted(true);
 
 	for (;;)
 	{

@@ -35,12 +35,14 @@
  *					RequestId, jsonb getters
  *	 codes.c		what the ZIM return codes mean; the backoff formula
  *	 ratelimit.c	the per-Action sliding-window limiter
+ *	 status.c		what the queue's worker is doing, zim_pin_worker_status()
  *	 stats.c		the per-Action counters, zim_pin_stats(), reset
  *	 sign.c			the v2.0 signature, the signed URL, zim_pin_signature()
  *	 http.c			the libcurl transport
  *	 shmem.c		the shared area: layout, hooks, lock, Action slots, the
  *					queue's coordination
  *	 settings.c		the zim_pin.* settings and the secret
+ *	 proxy.c		zim_pin.proxy and its credentials
  *	 compat.h		every difference between PostgreSQL majors
  *
  * Glossary.
@@ -135,6 +137,24 @@ ZimRequireNotNull(FunctionCallInfo fcinfo, int argno, const char *name)
 				 errmsg("%s must not be null", name)));
 }
 
+/* ---- proxy.c ---- */
+
+#define ZIM_PROXY_HOST_LEN 256
+
+/* zim_pin.proxy, parsed */
+typedef struct ZimProxy
+{
+	char		url[ZIM_PROXY_HOST_LEN + 16];	/* http://host:port, for libcurl */
+	char		host_port[ZIM_PROXY_HOST_LEN + 8];	/* for messages */
+	char		shown[ZIM_PROXY_HOST_LEN + 32]; /* what SHOW prints */
+	bool		has_credentials;
+	char		user[256];		/* percent-decoded */
+	char		password[256];
+} ZimProxy;
+
+extern void ZimDefineProxySetting(void);
+extern const ZimProxy *ZimProxySetting(void);
+
 /* ---- settings.c ---- */
 extern char *zim_api_url;
 extern char *zim_ca_file;
@@ -150,7 +170,7 @@ extern int	zim_job_lease_s;
 
 extern void ZimDefineSettings(void);
 extern void ZimCheckConfigured(void);
-extern bool ZimIsConfigured(void);
+extern bool ZimIsConfigured(const char **problem);
 extern int	ZimUseServerSendSettings(void);
 extern void ZimForceServerSendSettings(void);
 extern uint32 ZimAppId(void);
@@ -207,6 +227,40 @@ typedef struct ZimActionState
 #define ZimSent(st, i) \
 	((st)->rings[(st)->capacity + ((st)->sent_head + (i)) % (st)->capacity])
 
+/* what the queue's worker is doing, for zim_pin_worker (status.c) */
+typedef enum ZimWorkerState
+{
+	ZIM_WORKER_STARTING,		/* started by the launcher, not yet working */
+	ZIM_WORKER_IDLE,			/* nothing to send (running, or gone until work) */
+	ZIM_WORKER_SENDING,			/* a batch claimed: sending, recording */
+	ZIM_WORKER_BACKING_OFF,		/* after an error that was no job's */
+	ZIM_WORKER_UNCONFIGURED,	/* zim_pin.app_id or the secret is missing */
+	ZIM_WORKER_NO_DATABASE,		/* zim_pin.worker_database does not exist */
+	ZIM_WORKER_CANNOT_CONNECT,	/* the worker could not connect (another reason) */
+	ZIM_WORKER_REFUSED,			/* it would have run as another role */
+	ZIM_WORKER_NO_SLOT,			/* no background worker slot was free */
+	ZIM_WORKER_STOPPED			/* ended by an error; another starts soon */
+} ZimWorkerState;
+
+#define ZIM_STATUS_ERROR_LEN 512
+
+typedef struct ZimWorkerStatus
+{
+	ZimWorkerState state;
+	TimestampTz since;			/* when state began */
+	TimestampTz until;			/* backing off, waiting: until when; or 0 */
+	TimestampTz started_at;		/* the last worker's start */
+	TimestampTz launcher_started_at;
+	TimestampTz last_round_at;	/* the last look at the queue that finished */
+	TimestampTz last_sent_at;	/* the last batch that was sent */
+	uint64		jobs_sent;		/* since the server started */
+	uint64		jobs_finished;
+	TimestampTz last_error_at;
+	int			last_error_encoding;
+	int			last_error_code;	/* its SQLSTATE, as ERRCODE */
+	char		last_error[ZIM_STATUS_ERROR_LEN];
+} ZimWorkerStatus;
+
 /* coordination of the queue's launcher, worker and enqueuing backends */
 typedef struct ZimQueueShared
 {
@@ -217,6 +271,7 @@ typedef struct ZimQueueShared
 	TimestampTz last_housekeeping;
 	uint64		worker_connects;	/* workers that reached their database */
 	bool		config_warned;	/* "waiting for configuration" was logged */
+	ZimWorkerStatus status;		/* status.c's */
 } ZimQueueShared;
 
 extern void ZimShmemInstallHooks(void);
@@ -238,6 +293,7 @@ typedef enum ZimHttpStatus
 {
 	ZIM_HTTP_OK,				/* a complete answer, any HTTP status */
 	ZIM_HTTP_CONNECT_FAILED,	/* nothing sent: connect/resolve failed */
+	ZIM_HTTP_PROXY_FAILED,		/* nothing sent: zim_pin.proxy failed us */
 	ZIM_HTTP_TLS_FAILED,		/* handshake or certificate verification */
 	ZIM_HTTP_TIMEOUT,			/* zim_pin.timeout_ms or connect timeout */
 	ZIM_HTTP_CONNECTION_LOST,	/* reset, truncated answer, send/recv error */
@@ -254,6 +310,9 @@ typedef struct ZimHttpResult
 	char		error[256];		/* libcurl's text, redacted, or "" */
 	double		elapsed_ms;
 	double		pretransfer_ms; /* from start until the request left */
+	char		proxy[ZIM_PROXY_HOST_LEN + 8];	/* host:port, or "" if direct */
+	long		proxy_code;		/* the proxy's answer to CONNECT, or 0 */
+	bool		proxy_closed;	/* it answered 2xx, then closed the tunnel */
 } ZimHttpResult;
 
 extern int	ZimHttpStart(const char *url, const char *body);
@@ -268,6 +327,13 @@ extern void ZimHttpDropConnections(void);
 extern void ZimSignature(uint32 app_id, const char *nonce, const char *secret,
 						 int64 timestamp, char *out_hex);
 extern void ZimSignedUrl(StringInfo url, const char *base, const char *action);
+
+/* ---- status.c ---- */
+extern void ZimStatusSet(ZimWorkerState state, TimestampTz until);
+extern void ZimStatusError(int sqlerrcode, const char *message);
+extern void ZimStatusStarted(bool launcher);
+extern void ZimStatusRound(int sent, int finished);
+extern ZimWorkerState ZimStatusState(void);
 
 /* ---- stats.c ---- */
 

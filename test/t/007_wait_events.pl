@@ -82,7 +82,7 @@ if ($version >= 180000)
 {
 	is($node->safe_psql('postgres',
 			q{SELECT module_name || ' ' || version FROM pg_get_loaded_modules() WHERE file_name LIKE 'zim_pin%'}),
-		'zim_pin 1.4', 'the module declares its name and version');
+		'zim_pin 1.5', 'the module declares its name and version');
 }
 
 $node->stop;
