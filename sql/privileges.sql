@@ -38,6 +38,12 @@ SELECT * FROM zim_try($$SET zim_pin.app_id = '1'$$);
 SELECT * FROM zim_try($$SET zim_pin.server_secret = 'x'$$);
 SELECT * FROM zim_try($$SET zim_pin.max_convs_per_request = 100$$);
 SELECT * FROM zim_try($$SELECT set_config('zim_pin.api_url', 'https://attacker.example/', false)$$);
+SELECT * FROM zim_try($$SET zim_pin.proxy = 'http://attacker.example:3128'$$);
+SELECT * FROM zim_try($$SELECT set_config('zim_pin.proxy', 'http://attacker.example:3128', false)$$);
+SHOW zim_pin.proxy;
+-- the worker's status and its errors are for monitoring roles only
+SELECT state, message FROM zim_try($$SELECT * FROM zim_pin_worker$$);
+SELECT state, message FROM zim_try($$SELECT * FROM zim_pin_worker_status()$$);
 -- what an ordinary role may tune
 SET zim_pin.timeout_ms = 3000;
 SET zim_pin.connect_timeout_ms = 2000;
@@ -49,6 +55,18 @@ SET ROLE zim_reader;
 SHOW zim_pin.server_secret;
 SELECT count(*) AS rows_in_pg_settings FROM pg_settings WHERE name = 'zim_pin.server_secret';
 RESET ROLE;
+
+-- members of pg_read_all_stats see the worker (this cluster names no
+-- worker_database: the launcher's row alone, disabled)
+CREATE ROLE zim_monitor NOLOGIN IN ROLE pg_read_all_stats;
+SET ROLE zim_monitor;
+SELECT database, pid, state, jobs_sent, last_error FROM zim_pin_worker;
+SELECT state, message FROM zim_try($$SELECT * FROM zim_pin_job$$);
+RESET ROLE;
+DROP ROLE zim_monitor;
+SELECT grantee, privilege_type FROM information_schema.role_table_grants
+WHERE table_name = 'zim_pin_worker' AND grantee <> current_user
+ORDER BY grantee, privilege_type;
 
 -- what an administrator grants
 GRANT EXECUTE ON FUNCTION zim_conv_pinned(text, text[], integer, boolean) TO zim_app;

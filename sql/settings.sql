@@ -77,3 +77,45 @@ SELECT (zim_try($$SELECT zim_api('UserRegister', '{}')$$)).state;
 COMMIT;
 SELECT (zim_api('UserRegister', '{"UserInfo": []}'))->'Code' AS code_after_commit;
 SELECT double_requests() AS requests;
+
+-- zim_pin.proxy: reloadable, so no session may SET it (nor a function)
+SHOW zim_pin.proxy;
+SELECT * FROM zim_try($$SET zim_pin.proxy = 'http://127.0.0.1:1'$$);
+SELECT * FROM zim_try($$SELECT set_config('zim_pin.proxy', 'http://127.0.0.1:1', false)$$);
+SELECT * FROM zim_try($$ALTER ROLE CURRENT_USER SET zim_pin.proxy = 'http://127.0.0.1:1'$$);
+-- ALTER SYSTEM checks the value: an HTTP CONNECT proxy with a port, no
+-- path; the refusal never quotes the value
+ALTER SYSTEM SET zim_pin.proxy = 'https://proxy.example:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'socks5://proxy.example:1080';
+ALTER SYSTEM SET zim_pin.proxy = 'proxy.example:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://proxy.example';
+ALTER SYSTEM SET zim_pin.proxy = 'http://proxy.example:';
+ALTER SYSTEM SET zim_pin.proxy = 'http://proxy.example:0';
+ALTER SYSTEM SET zim_pin.proxy = 'http://proxy.example:65536';
+ALTER SYSTEM SET zim_pin.proxy = 'http://proxy.example:3128x';
+ALTER SYSTEM SET zim_pin.proxy = 'http://proxy.example:3128/path';
+ALTER SYSTEM SET zim_pin.proxy = 'http://proxy.example:3128?q';
+ALTER SYSTEM SET zim_pin.proxy = 'http://:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://-proxy:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://pro_xy:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://[::1:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://[::1]3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://pro xy:3128';
+ALTER SYSTEM SET zim_pin.proxy = E'http://proxy\u00e9:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://user@proxy.example:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://user:@proxy.example:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://:pw@proxy.example:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://user:p%zzw@proxy.example:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://user:p%0aw@proxy.example:3128';
+ALTER SYSTEM SET zim_pin.proxy = 'http://user:pw%@proxy.example:3128';
+SELECT 'http://' || repeat('a', 1100) || ':1' AS long \gset
+ALTER SYSTEM SET zim_pin.proxy = :'long';
+-- accepted: a name, IPv4, IPv6, a trailing slash, credentials
+ALTER SYSTEM SET zim_pin.proxy = 'HTTP://Proxy.Example:3128/';
+ALTER SYSTEM SET zim_pin.proxy = 'http://10.0.0.1:8080';
+ALTER SYSTEM SET zim_pin.proxy = 'http://[2001:db8::1]:8080';
+ALTER SYSTEM SET zim_pin.proxy = 'http://user:p%40ss:word@proxy.example:3128';
+ALTER SYSTEM RESET zim_pin.proxy;
+SELECT count(*) AS proxy_in_auto_conf
+FROM pg_file_settings WHERE name = 'zim_pin.proxy';
+SHOW zim_pin.proxy;
