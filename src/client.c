@@ -520,7 +520,7 @@ zim_raise_proxy(const char *action, const ZimHttpResult *http, int attempts,
 
 	if (http->proxy_code == 407)
 		hint = "Check the user and password in zim_pin.proxy.";
-	else if (http->proxy_code != 0 || http->proxy_closed)
+	else if ((http->proxy_code != 0 && http->proxy_code / 100 != 2) || http->proxy_closed)
 		hint = "Check zim_pin.proxy, and that the proxy lets the server reach the host and port of zim_pin.api_url.";
 	else
 		hint = "Check zim_pin.proxy, and that the proxy is running.";

@@ -623,12 +623,19 @@ zim_http_classify(CURLcode rc, const WriteBuffer *wb)
 }
 
 /*
- * Through a proxy: a transfer that failed before its tunnel was up failed
- * at the proxy, whatever libcurl's code (it reports a refused CONNECT as a
- * receive error, and a proxy that closed before answering as one too).
- * The request never started (no pretransfer time), so nothing reached the
- * ZIM server.  A transfer on a tunnel kept from an earlier one (no CONNECT
- * this time) is judged as if direct: its request may have left.
+ * Through a proxy.  A transfer whose request never started (no pretransfer
+ * time: TLS with the ZIM server was not complete) sent nothing to the ZIM
+ * server, though libcurl counts the CONNECT in its request size.  It
+ * failed at the proxy when the tunnel never came up (a refused CONNECT is
+ * a receive error to libcurl, and so is a proxy that closed before
+ * answering), when the proxy's answer to CONNECT was broken (a receive
+ * error or oversized headers after its status line), or when the proxy
+ * closed the tunnel it had accepted before TLS got through (a ZIM server
+ * that refused TLS would look the same, but then direct connections fail
+ * too).  Anything else (a certificate that does not verify, a handshake
+ * that timed out) is judged as if direct.  A transfer on a tunnel kept from
+ * an earlier one (no CONNECT this time) is judged as if direct: its
+ * request may have left.
  */
 static void
 zim_http_judge_proxy(const Transfer *t, ZimHttpResult *result)
@@ -637,23 +644,21 @@ zim_http_judge_proxy(const Transfer *t, ZimHttpResult *result)
 	bool		tunnel_up;
 
 	strlcpy(result->proxy, t->proxy, sizeof(result->proxy));
-	if (t->proxy[0] == '\0')
+	if (t->proxy[0] == '\0' || t->rc == CURLE_OK)
 		return;
 	curl_easy_getinfo(t->easy, CURLINFO_HTTP_CONNECTCODE, &result->proxy_code);
 	curl_easy_getinfo(t->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
+	if (pretransfer_us != 0)
+		return;
+	result->request_sent = false;
 	tunnel_up = result->proxy_code >= 200 && result->proxy_code < 300;
-
-	/*
-	 * The tunnel was closed before TLS through it began or ended: the
-	 * proxy took the CONNECT, then dropped it (a ZIM server that refused
-	 * TLS would be this too, but then direct connections fail the same).
-	 */
-	if (t->rc == CURLE_SSL_CONNECT_ERROR && tunnel_up && pretransfer_us == 0)
-		result->proxy_closed = true;
-	if (t->rc != CURLE_OK && (!tunnel_up || result->proxy_closed) && pretransfer_us == 0)
+	if (!tunnel_up || t->rc == CURLE_RECV_ERROR || t->rc == CURLE_OUT_OF_MEMORY ||
+		t->rc == CURLE_WEIRD_SERVER_REPLY)
+		result->status = ZIM_HTTP_PROXY_FAILED;
+	else if (t->rc == CURLE_SSL_CONNECT_ERROR)
 	{
 		result->status = ZIM_HTTP_PROXY_FAILED;
-		result->request_sent = false;
+		result->proxy_closed = true;
 	}
 }
 
@@ -680,7 +685,7 @@ zim_http_proxy_error(const Transfer *t, ZimHttpResult *result)
 		snprintf(result->error, sizeof(result->error),
 				 "The proxy at %s accepted the tunnel, then closed it before TLS with the ZIM server was established: %s",
 				 t->proxy, curl_text);
-	else if (result->proxy_code != 0)
+	else if (result->proxy_code != 0 && result->proxy_code / 100 != 2)
 		snprintf(result->error, sizeof(result->error),
 				 "The proxy at %s refused the tunnel with HTTP status %ld",
 				 t->proxy, result->proxy_code);
@@ -734,8 +739,11 @@ ZimHttpFinish(int id, ZimHttpResult *result)
 		snprintf(result->error, sizeof(result->error),
 				 "The answer exceeds %d bytes", ZIM_MAX_RESPONSE_SIZE);
 	else if (t->rc == CURLE_OUT_OF_MEMORY)
+	{
 		snprintf(result->error, sizeof(result->error),
 				 "libcurl could not buffer the answer: a response header over its limit of 100 kB?");
+		zim_http_proxy_error(t, result);
+	}
 	else if (t->rc != CURLE_OK)
 	{
 		const char *text = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->rc);
