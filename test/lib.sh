@@ -67,6 +67,28 @@ zim_build_install() {
 	make -C "$ZIM_SRC" -s PG_CONFIG="$PG_BIN/pg_config" install >/dev/null
 }
 
+# On the PostgreSQL 18 pass, zim_pin for the 16 cache too, for 033's
+# pg_upgrade from 16: builds that server first if it is missing (a lone
+# --pg 18 run on a fresh machine), then builds zim_pin for it from a copy of
+# the source, so that the checkout's objects stay 18's.  Sets ZIM_OLD_BIN.
+zim_build_install_old() {
+	local major=$1 bin tmp
+	bin=$(bash "$ZIM_SRC/test/build-pg" "$major")
+	zim_log "building and installing zim_pin for $("$bin/pg_config" --version) (pg_upgrade's old server)"
+	tmp=$(mktemp -d /tmp/zim_pin-old-build.XXXXXX)
+	cp -r "$ZIM_SRC/Makefile" "$ZIM_SRC/src" "$ZIM_SRC/sql" "$ZIM_SRC/zim_pin.control" "$tmp/"
+	# the copy has the checkout's objects, built for this pass's major
+	if ! { make -C "$tmp" -s clean PG_CONFIG="$bin/pg_config" &&
+		make -C "$tmp" -s PG_CONFIG="$bin/pg_config" install; } >/dev/null; then
+		rm -rf "$tmp"
+		echo "zim_pin failed to build for PostgreSQL $major" >&2
+		exit 1
+	fi
+	rm -rf "$tmp"
+	ZIM_OLD_BIN=$bin
+	export ZIM_OLD_BIN
+}
+
 zim_cleanup() {
 	local pid
 	for pid in "${ZIM_PIDS[@]:-}"; do

@@ -18,16 +18,21 @@ sub zim_secret
 	return $s;
 }
 
-# zim_node(name, preload => 1, secret_file => 0, conf => "extra lines")
+# zim_node(name, preload => 1, secret_file => 0, conf => "extra lines",
+#          install_path => dir, extra => [initdb options], start => 1)
 # The secret goes in zim_pin.server_secret, or with secret_file => 1 (the
 # way the README recommends without preloading) in a file of mode 0600
-# named by zim_pin.server_secret_file.
+# named by zim_pin.server_secret_file.  install_path runs another
+# installation's server (033: the 16 cache); with start => 0 the node is
+# configured but neither started nor given the extension (a pg_upgrade
+# target must be empty).
 sub zim_node
 {
 	my ($name, %opt) = @_;
 	my $preload = exists $opt{preload} ? $opt{preload} : 1;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	my $node = PostgreSQL::Test::Cluster->new($name,
+		$opt{install_path} ? (install_path => $opt{install_path}) : ());
+	$node->init($opt{extra} ? (extra => $opt{extra}) : ());
 	my $conf = '';
 	$conf .= "shared_preload_libraries = 'zim_pin'\n" if $preload;
 	$conf .= "zim_pin.app_id = '$ENV{ZIM_APP_ID}'\n";
@@ -48,6 +53,7 @@ sub zim_node
 	$conf .= "zim_pin.ca_file = '$ENV{ZIM_CERT_DIR}/ca.crt'\n";
 	$conf .= $opt{conf} if $opt{conf};
 	$node->append_conf('postgresql.conf', $conf);
+	return $node if exists $opt{start} && !$opt{start};
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION zim_pin');
 	$node->safe_psql('postgres', q{
