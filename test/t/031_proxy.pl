@@ -292,5 +292,11 @@ unlike($r, qr/$password|$user/, '... without quoting them');
 $bare->stop;
 unlike(PostgreSQL::Test::Utils::slurp_file($bare->logfile), qr/$password/, '... nor logging them');
 
-$_->{h}->kill_kill for @proxies;
 done_testing();
+
+# the proxies go with the test, also when it dies half way
+END
+{
+	local $?;    # the test's exit status, not the proxies'
+	$_->{h}->kill_kill for @proxies;
+}
