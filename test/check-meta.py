@@ -94,13 +94,18 @@ class Checker:
             return False
         return True
 
+    def form(self, where: str, v, pattern: re.Pattern, what: str) -> bool:
+        """v is a string matching pattern; else a problem saying it is not `what`."""
+        if isinstance(v, str) and pattern.match(v):
+            return True
+        self.bad(where, f"{v!r} is not {what}")
+        return False
+
     def term(self, where: str, v) -> None:
-        if not isinstance(v, str) or not TERM_RE.match(v):
-            self.bad(where, f"{v!r} is not a Term (2 or more characters, no / \\ space or control)")
+        self.form(where, v, TERM_RE, "a Term (2 or more characters, no / \\ space or control)")
 
     def semver(self, where: str, v) -> None:
-        if not isinstance(v, str) or not SEMVER_RE.match(v):
-            self.bad(where, f"{v!r} is not a semantic version (like 1.5.0)")
+        self.form(where, v, SEMVER_RE, "a semantic version (like 1.5.0)")
 
     def version_range(self, where: str, v) -> None:
         if v == 0 or v == "0":
@@ -120,12 +125,10 @@ class Checker:
             self.bad(where, f"{v!r} is not a relative path in Unix form")
 
     def uri(self, where: str, v) -> None:
-        if not isinstance(v, str) or not URI_RE.match(v):
-            self.bad(where, f"{v!r} is not a URI")
+        self.form(where, v, URI_RE, "a URI")
 
     def email(self, where: str, v) -> None:
-        if not isinstance(v, str) or not EMAIL_RE.match(v):
-            self.bad(where, f"{v!r} is not an e-mail address")
+        self.form(where, v, EMAIL_RE, "an e-mail address")
 
     # --- the keys ----------------------------------------------------------
     def maintainer(self, v) -> None:
@@ -255,39 +258,36 @@ class Checker:
             self.bad("tags", "must be a non-empty array")
             return
         for t in v:
-            if not isinstance(t, str) or not TAG_RE.match(t):
-                self.bad("tags", f"{t!r} is not a tag (2 to 255 characters, no / \\ or control)")
+            self.form("tags", t, TAG_RE, "a tag (2 to 255 characters, no / \\ or control)")
 
     def spec(self, meta) -> None:
         if not isinstance(meta, dict):
             self.bad("META.json", "must hold one object")
             return
         self.keys("META.json", meta, set(TOP_REQUIRED) | set(TOP_OPTIONAL), TOP_REQUIRED)
-        if "name" in meta:
-            self.term("name", meta["name"])
-        if "version" in meta:
-            self.semver("version", meta["version"])
-        for k in ("abstract", "description", "generated_by"):
-            if k in meta:
-                self.string(k, meta[k])
-        if "maintainer" in meta:
-            self.maintainer(meta["maintainer"])
-        if "license" in meta:
-            self.license(meta["license"])
-        if "provides" in meta:
-            self.provides(meta["provides"])
-        if "meta-spec" in meta:
-            self.meta_spec(meta["meta-spec"])
-        if "prereqs" in meta:
-            self.prereqs(meta["prereqs"])
-        if "release_status" in meta and meta["release_status"] not in ("stable", "testing", "unstable"):
-            self.bad("release_status", f"{meta['release_status']!r} is not stable, testing or unstable")
-        if "resources" in meta:
-            self.resources(meta["resources"])
-        if "no_index" in meta:
-            self.no_index(meta["no_index"])
-        if "tags" in meta:
-            self.tags(meta["tags"])
+        checks = {
+            "name": lambda v: self.term("name", v),
+            "version": lambda v: self.semver("version", v),
+            "abstract": lambda v: self.string("abstract", v),
+            "description": lambda v: self.string("description", v),
+            "generated_by": lambda v: self.string("generated_by", v),
+            "maintainer": self.maintainer,
+            "license": self.license,
+            "provides": self.provides,
+            "meta-spec": self.meta_spec,
+            "prereqs": self.prereqs,
+            "release_status": self.release_status,
+            "resources": self.resources,
+            "no_index": self.no_index,
+            "tags": self.tags,
+        }
+        for key, check in checks.items():
+            if key in meta:
+                check(meta[key])
+
+    def release_status(self, v) -> None:
+        if v not in ("stable", "testing", "unstable"):
+            self.bad("release_status", f"{v!r} is not stable, testing or unstable")
 
     # --- in step with the checkout -------------------------------------------
     def checkout(self, meta, root: str) -> None:
